@@ -1,0 +1,219 @@
+"""Model, quantization, GPU and instance catalogs, loaded from the reviewed data files.
+
+The YAML files in ``llmkit/data`` are the only source of these numbers; everything else
+(sizing, config validation, components, playbooks, policies, docs) imports them from here.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from llmkit.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Quantization(_Frozen):
+    name: str
+    bits_per_weight: float = Field(gt=0)
+    source: str
+
+    @property
+    def bytes_per_weight(self) -> float:
+        return self.bits_per_weight / 8
+
+
+class Mla(_Frozen):
+    kv_lora_rank: PositiveInt
+    qk_rope_head_dim: PositiveInt
+
+
+class Moe(_Frozen):
+    routed_experts: PositiveInt
+    shared_experts: int = Field(ge=0)
+    experts_per_token: PositiveInt
+    moe_intermediate_size: PositiveInt
+    dense_layers: int = Field(ge=0)
+
+
+class Model(_Frozen):
+    name: str
+    display_name: str
+    family: str
+    params: PositiveInt
+    active_params: PositiveInt
+    layers: PositiveInt
+    hidden_size: PositiveInt
+    intermediate_size: PositiveInt
+    attention_heads: PositiveInt
+    kv_heads: PositiveInt
+    head_dim: PositiveInt
+    vocab_size: PositiveInt
+    attention: Literal["gqa", "mla"]
+    mla: Mla | None = None
+    moe: Moe | None = None
+    max_context: PositiveInt
+    ollama_tag: str
+    hf_repo: str
+    licence: str
+    quantizations: tuple[str, ...]
+    source: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Model:
+        if (self.attention == "mla") != (self.mla is not None):
+            raise ValueError(f"{self.name}: 'mla' block is required exactly when attention is mla")
+        if self.active_params > self.params:
+            raise ValueError(f"{self.name}: active_params exceeds params")
+        if self.moe is None and self.active_params != self.params:
+            raise ValueError(f"{self.name}: a dense model has active_params == params")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+
+class Gpu(_Frozen):
+    name: str
+    marketing_memory_gb: PositiveInt
+    memory_mib: PositiveInt
+    bandwidth_gbs: PositiveInt
+    bf16_tflops: float | None
+    fp16_tflops: float
+    source: str
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mib * 1024 * 1024
+
+
+class InstanceType(_Frozen):
+    name: str
+    gpu: Gpu
+    gpu_count: PositiveInt
+    vcpu: PositiveInt
+    memory_gib: PositiveInt
+    price_usd_hour: float = Field(gt=0)
+    price_unverified: bool = False
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+class Runtime(_Frozen):
+    name: str
+    port: PositiveInt
+    quantizations: tuple[str, ...]
+    kv_cache_bytes: PositiveInt
+    batch_tokens: PositiveInt
+    per_gpu_overhead_mib: PositiveInt
+    source: str
+
+    @property
+    def per_gpu_overhead_bytes(self) -> int:
+        return self.per_gpu_overhead_mib * 1024 * 1024
+
+
+class Pricing(_Frozen):
+    region: str
+    recorded: str
+    source: str
+    note: str = ""
+
+
+class Catalog(_Frozen):
+    quantizations: dict[str, Quantization]
+    models: dict[str, Model]
+    gpus: dict[str, Gpu]
+    instances: dict[str, InstanceType]
+    runtimes: dict[str, Runtime]
+    pricing: Pricing
+
+    def model(self, name: str) -> Model:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ConfigError(
+                key="model", value=name, accepted=", ".join(self.models), message="unknown model"
+            ) from None
+
+    def quantization(self, name: str) -> Quantization:
+        try:
+            return self.quantizations[name]
+        except KeyError:
+            raise ConfigError(
+                key="quantization",
+                value=name,
+                accepted=", ".join(self.quantizations),
+                message="unknown quantization",
+            ) from None
+
+    def runtime(self, name: str) -> Runtime:
+        try:
+            return self.runtimes[name]
+        except KeyError:
+            raise ConfigError(
+                key="runtime", value=name, accepted=", ".join(self.runtimes), message="unknown runtime"
+            ) from None
+
+    def instance(self, name: str) -> InstanceType:
+        try:
+            return self.instances[name]
+        except KeyError:
+            raise ConfigError(
+                key="instance_type",
+                value=name,
+                accepted=", ".join(self.instances),
+                message="unknown instance type",
+            ) from None
+
+
+def _read(name: str) -> dict:
+    text = resources.files("llmkit.data").joinpath(name).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"llmkit/data/{name}: expected a mapping at the top level")
+    return data
+
+
+@cache
+def load_catalog() -> Catalog:
+    """Load and validate both data files once per process."""
+    models_doc = _read("models.yaml")
+    gpus_doc = _read("gpus.yaml")
+    runtimes_doc = _read("runtimes.yaml")
+    quants = {n: Quantization(name=n, **v) for n, v in models_doc["quantizations"].items()}
+    models = {n: Model(name=n, **v) for n, v in models_doc["models"].items()}
+    for m in models.values():
+        unknown = set(m.quantizations) - set(quants)
+        if unknown:
+            raise ValueError(f"llmkit/data/models.yaml: {m.name} lists unknown quantizations {unknown}")
+    gpus = {n: Gpu(name=n, **v) for n, v in gpus_doc["gpus"].items()}
+    instances = {}
+    for n, v in gpus_doc["instances"].items():
+        gpu_name = v["gpu"]
+        if gpu_name not in gpus:
+            raise ValueError(f"llmkit/data/gpus.yaml: {n} names unknown gpu {gpu_name!r}")
+        instances[n] = InstanceType(name=n, **{**v, "gpu": gpus[gpu_name]})
+    runtimes = {n: Runtime(name=n, **v) for n, v in runtimes_doc["runtimes"].items()}
+    for r in runtimes.values():
+        unknown = set(r.quantizations) - set(quants)
+        if unknown:
+            raise ValueError(f"llmkit/data/runtimes.yaml: {r.name} lists unknown quantizations {unknown}")
+    return Catalog(
+        quantizations=quants,
+        models=models,
+        gpus=gpus,
+        instances=instances,
+        runtimes=runtimes,
+        pricing=Pricing(**gpus_doc["pricing"]),
+    )

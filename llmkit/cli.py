@@ -1,0 +1,51 @@
+"""The ``llmkit`` command line: one verb per job.
+
+Exit codes CI can trust: 0 ok, 1 findings, 2 usage or configuration error. A user mistake
+never prints a Python traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import version
+
+import click
+
+from llmkit.errors import EXIT_USAGE, LlmkitError
+
+
+class _Group(click.Group):
+    """Turns llmkit's user errors into a one-paragraph message and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LlmkitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version("llmkit"), "--version", prog_name="llmkit")
+def main() -> None:
+    """llmkit: private, compliant open-weight LLM deployments as code.
+
+    Size a model from its real memory needs, plan a stack offline, and review it.
+    Exit codes: 0 ok, 1 findings, 2 usage or configuration error.
+    """
+
+
+def _register() -> None:
+    from llmkit.commands import plan, size
+
+    main.add_command(size.size)
+    main.add_command(plan.plan)
+
+
+_register()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["EXIT_USAGE", "main"]
