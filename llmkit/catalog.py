@@ -23,6 +23,7 @@ class _Frozen(BaseModel):
 class Quantization(_Frozen):
     name: str
     bits_per_weight: float = Field(gt=0)
+    min_compute_capability: str | None = None
     source: str
 
     @property
@@ -81,8 +82,13 @@ class Model(_Frozen):
         return self.moe is not None
 
 
+def _cc(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
 class Gpu(_Frozen):
     name: str
+    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
     marketing_memory_gb: PositiveInt
     memory_mib: PositiveInt
     bandwidth_gbs: PositiveInt
@@ -93,6 +99,11 @@ class Gpu(_Frozen):
     @property
     def memory_bytes(self) -> int:
         return self.memory_mib * 1024 * 1024
+
+    def supports(self, quant: Quantization) -> bool:
+        """Whether this GPU has kernels for the quantization (by CUDA compute capability)."""
+        need = quant.min_compute_capability
+        return need is None or _cc(self.compute_capability) >= _cc(need)
 
 
 class InstanceType(_Frozen):

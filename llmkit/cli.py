@@ -36,10 +36,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from llmkit.commands import plan, size
+    from llmkit.commands.plan import plan
+    from llmkit.commands.size import size
 
-    main.add_command(size.size)
-    main.add_command(plan.plan)
+    main.add_command(size)
+    main.add_command(plan)
 
 
 _register()

@@ -1,0 +1,793 @@
+"""The stack configuration schema: one typed, validated model of everything a stack sets.
+
+A stack is a Pulumi stack file ``stacks/Pulumi.<stack>.yaml`` whose ``config:`` mapping holds
+``aws:region`` (read from there because pulumi-aws reads it too) and llmkit's own keys
+``llmkit:<key>``. Keys of other namespaces belong to their providers and are ignored here.
+
+Every problem is reported as a :class:`~llmkit.errors.ConfigError` that names the key path as
+the user writes it (``llmkit:models[0].name``), the bad value and what is accepted; all the
+problems of one stack are raised together as :class:`~llmkit.errors.ConfigErrors`.
+Models, quantizations, runtimes and instance types come from :func:`llmkit.catalog.load_catalog`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Network, collapse_addresses
+from itertools import pairwise
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from llmkit.catalog import Runtime, load_catalog
+from llmkit.errors import ConfigError, ConfigErrors
+
+NAMESPACE = "llmkit"
+REGION_KEY = "aws:region"
+STACK_FILE = re.compile(r"^Pulumi\.(?P<stack>[^/]+)\.yaml$")
+
+PRIVATE_RANGES = tuple(IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+AWS_SUBNET_PREFIXES = (16, 28)  # AWS accepts VPC and subnet CIDR blocks from /16 to /28
+TIERS = ("dmz", "app", "model", "data")
+LOG_RETENTION_DAYS = (180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+DATA_CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
+REQUIRED_TAGS = {
+    "owner": "a non-empty string naming the owning team",
+    "environment": "a non-empty string naming the environment (e.g. the stack name)",
+    "data-classification": f"one of: {', '.join(DATA_CLASSIFICATIONS)}",
+}
+_AWS_TAG = "a key of 1..128 characters not starting with aws:, and a value of at most 256 characters"
+DEFAULT_RUNTIME = "ollama"
+
+# The hook for secrets: full key paths (e.g. "llmkit:endpoint.api_key") whose value may be a
+# Pulumi secret. No key is secret today, so a `secure:` value anywhere under llmkit: is refused.
+SECRET_KEYS: frozenset[str] = frozenset()
+
+
+class _Missing:
+    """The value of a key that is absent (renders as "got nothing")."""
+
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+MISSING: Any = _Missing()
+
+
+def _one_of(names: Iterable[object]) -> str:
+    return "one of: " + ", ".join(str(n) for n in names)
+
+
+_PRIVATE_TEXT = f"{', '.join(map(str, PRIVATE_RANGES[:-1]))} or {PRIVATE_RANGES[-1]}"
+
+
+# --- problems raised inside validation --------------------------------------------------------
+
+
+_Found = tuple[str, Any, str, str]  # key, value, accepted, message: a ConfigError before its source
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One problem found by a validator; `path` is appended to the key of the value validated."""
+
+    message: str
+    value: Any
+    path: str = ""
+    accepted: str | None = None  # None: the description of the field
+
+
+def _error(problems: tuple[_Problem, ...]) -> PydanticCustomError:
+    """The problems as one pydantic error; :func:`_translate` unpacks them again."""
+    return PydanticCustomError("llmkit", "{summary}", {"problems": problems, "summary": problems[0].message})
+
+
+def _fail(problems: Iterable[_Problem]) -> None:
+    if found := tuple(problems):
+        raise _error(found)
+
+
+def _reject(message: str, value: Any, accepted: str | None = None, path: str = "") -> NoReturn:
+    raise _error((_Problem(message, value, path, accepted),))
+
+
+def _check(test: Callable[[Any], str | None]) -> AfterValidator:
+    """An after-validator from a function that returns a problem message (or None)."""
+
+    def validate(value: Any) -> Any:
+        problem = test(value)
+        if problem:
+            _reject(problem, value)
+        return value
+
+    return AfterValidator(validate)
+
+
+# --- value types -----------------------------------------------------------------------------
+
+
+def _parse_cidr(value: Any) -> IPv4Network:
+    if isinstance(value, IPv4Network):
+        return value
+    if not isinstance(value, str):
+        _reject(f"wrong type: expected a string, got {_yaml_type(value)}", value)
+    if "/" not in value:
+        _reject("not a CIDR: the /prefix length is missing", value)
+    try:
+        return IPv4Network(value)
+    except ValueError as exc:
+        _reject(f"not an IPv4 CIDR ({exc})", value)
+
+
+def _aws_block_size(net: IPv4Network) -> str | None:
+    low, high = AWS_SUBNET_PREFIXES
+    return None if low <= net.prefixlen <= high else f"/{net.prefixlen} is not a block size AWS accepts"
+
+
+Cidr = Annotated[IPv4Network, BeforeValidator(_parse_cidr)]
+SubnetCidr = Annotated[Cidr, _check(_aws_block_size)]
+Region = Annotated[
+    str, _check(lambda v: None if re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", v) else "not an AWS region name")
+]
+Email = Annotated[
+    str, _check(lambda v: None if re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v) else "not an email address")
+]
+ACM_ARN = re.compile(
+    r"arn:aws(-[a-z]+)*:acm:(?P<region>[a-z]{2}(-[a-z]+)+-\d):\d{12}"
+    r":certificate/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+)
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubnetSpec(_Section):
+    """One tier's subnets: a prefix length to auto-carve, or explicit CIDRs (one per AZ)."""
+
+    prefix: int | None = Field(
+        None,
+        ge=AWS_SUBNET_PREFIXES[0],
+        le=AWS_SUBNET_PREFIXES[1],
+        description="an integer {}..{}: the prefix length of each auto-carved subnet".format(
+            *AWS_SUBNET_PREFIXES
+        ),
+    )
+    cidrs: list[SubnetCidr] | None = Field(
+        None, description="a list of IPv4 CIDRs (/{}../{}), one per AZ".format(*AWS_SUBNET_PREFIXES)
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SubnetSpec:
+        if (self.prefix is None) == (self.cidrs is None):
+            _reject(
+                "give exactly one of prefix and cidrs",
+                self.model_dump(exclude_none=True, mode="json"),
+                "{prefix: <length>} or {cidrs: [<one CIDR per AZ>]}",
+            )
+        return self
+
+
+class Subnets(_Section):
+    dmz: SubnetSpec
+    app: SubnetSpec
+    model: SubnetSpec
+    data: SubnetSpec
+
+
+class Network(_Section):
+    az_count: int = Field(ge=1, le=6, description="an integer 1..6")
+    vpc_cidr: Cidr = Field(
+        description="an IPv4 CIDR (/{}../{}) in {}".format(*AWS_SUBNET_PREFIXES, _PRIVATE_TEXT)
+    )
+    nat_gateways: Literal["one", "per_az"] = Field("per_az", description="one of: one, per_az")
+    subnets: Subnets
+    _plan: dict[str, tuple[IPv4Network, ...]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _private(cls, vpc: IPv4Network) -> IPv4Network:
+        if not any(vpc.subnet_of(r) for r in PRIVATE_RANGES):
+            _reject("not a private (RFC 1918) range", vpc)
+        if problem := _aws_block_size(vpc):
+            _reject(problem, vpc)
+        return vpc
+
+    @model_validator(mode="after")
+    def _carve(self) -> Network:
+        plan, problems = _plan_subnets(self)
+        _fail(problems)
+        self._plan = plan
+        return self
+
+    def subnet_plan(self) -> dict[str, list[IPv4Network]]:
+        return {tier: list(subnets) for tier, subnets in self._plan.items()}
+
+
+class Replicas(_Section):
+    min: int = Field(1, ge=0, description="an integer >= 0 and <= max")
+    max: int = Field(1, ge=1, description="an integer >= 1 and >= min")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.min > self.max:
+            _reject("greater than max", self.min, f"an integer 0..{self.max} (replicas.max)", ".min")
+        return self
+
+
+class ModelSpec(_Section):
+    name: str = Field(description="a model name from the catalog")
+    quantization: str = Field(description="a quantization published for the model and served by the runtime")
+    context_length: int = Field(ge=1, description="an integer 1..the model's maximum context")
+    concurrency: int = Field(1, ge=1, description="an integer >= 1 (concurrent sequences per replica)")
+    replicas: Replicas = Field(default_factory=Replicas)
+    instance_type: str | None = Field(None, description="an instance type from the catalog")
+
+
+class Endpoint(_Section):
+    public: bool = Field(False, description="true (internet-facing) or false (internal)")
+    allowed_client_cidrs: list[Cidr] = Field(
+        min_length=1, description="a list of at least one IPv4 CIDR; 0.0.0.0/0 only when public: true"
+    )
+    tls_certificate_arn: Annotated[
+        str, _check(lambda v: None if ACM_ARN.fullmatch(v) else "not an ACM certificate ARN")
+    ] = Field(description="an ACM certificate ARN: arn:aws:acm:<region>:<account>:certificate/<uuid>")
+    mtls_ca_bundle: str | None = Field(
+        None,
+        description="null, or a path relative to the project root to a PEM file of CA certificates",
+    )
+
+    @model_validator(mode="after")
+    def _least_privilege(self) -> Endpoint:
+        _fail(
+            _Problem(
+                "0.0.0.0/0 opens an internal endpoint to every address",
+                cidr,
+                f".allowed_client_cidrs[{i}]",
+                "the client networks' CIDRs; 0.0.0.0/0 only with llmkit:endpoint.public: true",
+            )
+            for i, cidr in enumerate(self.allowed_client_cidrs)
+            if cidr.prefixlen == 0 and not self.public
+        )
+        return self
+
+    @field_validator("mtls_ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if Path(value).is_absolute():
+            _reject("an absolute path; stacks must work from any checkout", value)
+        path = Path((info.context or {}).get("project_dir") or Path.cwd()) / value
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            _reject(f"cannot read {path} ({exc.strerror})", value)
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            _reject(f"{path} holds no PEM certificate", value)
+        return value
+
+
+class RateLimits(_Section):
+    requests_per_window: int = Field(
+        1000, ge=10, le=2_000_000_000, description="an integer 10..2000000000 (AWS WAF limits), per client IP"
+    )
+    window_seconds: Literal[60, 120, 300, 600] = Field(
+        300, description="one of: 60, 120, 300, 600 (AWS WAF evaluation windows)"
+    )
+
+
+class Budget(_Section):
+    monthly_usd: float = Field(gt=0, description="a number > 0 (US dollars per month)")
+    alert_thresholds_percent: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=lambda: [80, 95],
+        min_length=1,
+        description="a list of integers 1..1000, strictly increasing (over 100 alerts on the forecast)",
+    )
+    alert_emails: list[Email] = Field(min_length=1, description="a list of at least one email address")
+
+    @field_validator("alert_thresholds_percent")
+    @classmethod
+    def _increasing(cls, thresholds: list[int]) -> list[int]:
+        _fail(
+            _Problem(f"not greater than the threshold before it ({before})", after, f"[{i + 1}]")
+            for i, (before, after) in enumerate(pairwise(thresholds))
+            if after <= before
+        )
+        return thresholds
+
+
+class Logging(_Section):
+    retention_days: int = Field(
+        LOG_RETENTION_DAYS[0],
+        description=f"an integer >= {LOG_RETENTION_DAYS[0]} among CloudWatch Logs retention values: "
+        + ", ".join(map(str, LOG_RETENTION_DAYS)),
+    )
+
+    @field_validator("retention_days")
+    @classmethod
+    def _cloudwatch(cls, days: int) -> int:
+        if days < LOG_RETENTION_DAYS[0]:
+            _reject(f"under the {LOG_RETENTION_DAYS[0]}-day minimum", days)
+        if days not in LOG_RETENTION_DAYS:
+            _reject("not a retention period CloudWatch Logs accepts", days)
+        return days
+
+
+class Kms(_Section):
+    rotation_period_days: int = Field(365, ge=90, le=2560, description="an integer 90..2560")
+    deletion_window_days: int = Field(30, ge=7, le=30, description="an integer 7..30")
+
+
+class StackConfig(_Section):
+    """Everything one stack sets, validated. Build it with :func:`load_stack` or :func:`from_mapping`."""
+
+    stack: str | None = None
+    allowed_regions: list[Region] = Field(min_length=1, description="a list of at least one AWS region name")
+    region: Region = Field(description="an AWS region name such as eu-central-1")
+    network: Network
+    runtime: str = Field(DEFAULT_RUNTIME, validate_default=True, description="a runtime from the catalog")
+    models: list[ModelSpec] = Field(
+        min_length=1,
+        description="a list of at least one model, each a mapping with keys: "
+        + ", ".join(ModelSpec.model_fields),
+    )
+    endpoint: Endpoint
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    budget: Budget
+    logging: Logging = Field(default_factory=Logging)
+    kms: Kms = Field(default_factory=Kms)
+    tags: dict[str, str] = Field(
+        description="a mapping of string tags with at least: " + ", ".join(REQUIRED_TAGS)
+    )
+
+    def subnet_plan(self) -> dict[str, list[IPv4Network]]:
+        """Tier -> one subnet per AZ, in AZ order; computed once during validation."""
+        return self.network.subnet_plan()
+
+    @field_validator("region")
+    @classmethod
+    def _resident(cls, region: str, info: ValidationInfo) -> str:
+        allowed = info.data.get("allowed_regions")
+        if allowed is not None and region not in allowed:
+            _reject(
+                "region is outside llmkit:allowed_regions (data residency)",
+                region,
+                "one of llmkit:allowed_regions: " + ", ".join(allowed),
+            )
+        return region
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, runtime: str) -> str:
+        if runtime not in load_catalog().runtimes:
+            _reject("unknown runtime", runtime, _one_of(load_catalog().runtimes))
+        return runtime
+
+    @field_validator("models")
+    @classmethod
+    def _in_catalog(cls, models: list[ModelSpec], info: ValidationInfo) -> list[ModelSpec]:
+        runtime = load_catalog().runtimes.get(info.data.get("runtime", ""))
+        _fail(p for i, spec in enumerate(models) for p in _check_model(spec, f"[{i}]", runtime))
+        return models
+
+    @field_validator("endpoint")
+    @classmethod
+    def _certificate_region(cls, endpoint: Endpoint, info: ValidationInfo) -> Endpoint:
+        region = info.data.get("region")
+        match = ACM_ARN.fullmatch(endpoint.tls_certificate_arn)
+        if region and match and match["region"] != region:
+            _reject(
+                f"the certificate is in {match['region']}, not in {REGION_KEY} {region}",
+                endpoint.tls_certificate_arn,
+                f"an ACM certificate ARN in {region}",
+                ".tls_certificate_arn",
+            )
+        return endpoint
+
+    @field_validator("tags")
+    @classmethod
+    def _required_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        problems = [
+            _Problem(
+                "missing required tag" if key not in tags else "empty tag",
+                tags.get(key, MISSING),
+                f".{key}",
+                accepted,
+            )
+            for key, accepted in REQUIRED_TAGS.items()
+            if not tags.get(key, "").strip()
+        ]
+        classification = tags.get("data-classification")
+        if classification and classification not in DATA_CLASSIFICATIONS:
+            problems.append(
+                _Problem(
+                    "unknown data classification",
+                    classification,
+                    ".data-classification",
+                    REQUIRED_TAGS["data-classification"],
+                )
+            )
+        for key, value in tags.items():
+            if key.lower().startswith("aws:") or not 0 < len(key) <= 128 or len(value) > 256:
+                problems.append(_Problem("not a tag AWS accepts", value, f".{key}", _AWS_TAG))
+        _fail(problems)
+        return tags
+
+
+_LLMKIT_KEYS = tuple(name for name in StackConfig.model_fields if name not in ("stack", "region"))
+
+
+def _check_model(spec: ModelSpec, at: str, runtime: Runtime | None) -> list[_Problem]:
+    catalog = load_catalog()
+    problems = []
+    model = catalog.models.get(spec.name)
+    if model is None:
+        problems.append(_Problem("unknown model", spec.name, f"{at}.name", _one_of(catalog.models)))
+    else:
+        served = [q for q in model.quantizations if runtime is None or q in runtime.quantizations]
+        if spec.quantization not in served:
+            why = [f"not published for {model.name}"] if spec.quantization not in model.quantizations else []
+            if runtime is not None and spec.quantization not in runtime.quantizations:
+                why.append(f"not served by runtime {runtime.name}")
+            by = f" and served by {runtime.name}" if runtime is not None else ""
+            problems.append(
+                _Problem(
+                    " and ".join(why),
+                    spec.quantization,
+                    f"{at}.quantization",
+                    f"{_one_of(served) if served else 'none'} (published for {model.name}{by})",
+                )
+            )
+        if spec.context_length > model.max_context:
+            problems.append(
+                _Problem(
+                    f"over the maximum context of {model.name}",
+                    spec.context_length,
+                    f"{at}.context_length",
+                    f"an integer 1..{model.max_context}",
+                )
+            )
+    if spec.instance_type is not None and spec.instance_type not in catalog.instances:
+        problems.append(
+            _Problem(
+                "unknown instance type", spec.instance_type, f"{at}.instance_type", _one_of(catalog.instances)
+            )
+        )
+    return problems
+
+
+# --- the subnet plan ---------------------------------------------------------------------------
+
+
+def _minus(block: IPv4Network, used: IPv4Network) -> Iterable[IPv4Network]:
+    if not block.overlaps(used):
+        return [block]
+    return [] if block.subnet_of(used) else block.address_exclude(used)
+
+
+def _free_blocks(vpc: IPv4Network, used: Iterable[IPv4Network]) -> list[IPv4Network]:
+    """The free space of `vpc` as maximal aligned blocks, lowest address first."""
+    free = [vpc]
+    for subnet in used:
+        free = [piece for block in free for piece in _minus(block, subnet)]
+    return sorted(collapse_addresses(free))
+
+
+def _plan_subnets(net: Network) -> tuple[dict[str, tuple[IPv4Network, ...]], list[_Problem]]:
+    """Place the explicit subnets, then carve the others largest first, aligned, lowest address first."""
+    at = f"{NAMESPACE}:network"
+    vpc, azs = net.vpc_cidr, net.az_count
+    problems: list[_Problem] = []
+    placed: list[tuple[IPv4Network, str]] = []  # explicit subnets and their key paths
+    plan: dict[str, tuple[IPv4Network, ...]] = {}
+    for tier in TIERS:
+        cidrs = getattr(net.subnets, tier).cidrs
+        if cidrs is None:
+            continue
+        path = f".subnets.{tier}.cidrs"
+        if len(cidrs) != azs:
+            accepted = f"exactly {azs} CIDRs, one per AZ ({at}.az_count)"
+            problems.append(_Problem(f"{len(cidrs)} CIDRs for {azs} AZs", cidrs, path, accepted))
+        for i, cidr in enumerate(cidrs):
+            where = f"{path}[{i}]"
+            if not cidr.subnet_of(vpc):
+                problems.append(
+                    _Problem(f"outside the VPC {vpc}", cidr, where, f"a subnet of {at}.vpc_cidr {vpc}")
+                )
+            problems += [
+                _Problem(
+                    f"overlaps {other} at {at}{other_at}",
+                    cidr,
+                    where,
+                    "a subnet that overlaps no other subnet",
+                )
+                for other, other_at in placed
+                if other.overlaps(cidr)
+            ]
+            placed.append((cidr, where))
+        plan[tier] = tuple(cidrs)
+    used = [cidr for cidr, _ in placed]
+    carved = [(s.prefix, tier) for tier in TIERS if (s := getattr(net.subnets, tier)).prefix is not None]
+    for prefix, tier in sorted(carved, key=lambda item: item[0]):  # largest first, stable in tier order
+        subnets: list[IPv4Network] = []
+        while len(subnets) < azs:
+            block = next((b for b in _free_blocks(vpc, used + subnets) if b.prefixlen <= prefix), None)
+            if block is None:
+                free = sum(b.num_addresses for b in _free_blocks(vpc, used))
+                message = (
+                    f"{azs} x /{prefix} subnets do not fit: they need {azs * 2 ** (32 - prefix)} addresses "
+                    f"in aligned /{prefix} blocks, {vpc} has {free} free"
+                )
+                accepted = f"a longer prefix length or a larger {at}.vpc_cidr"
+                problems.append(_Problem(message, prefix, f".subnets.{tier}.prefix", accepted))
+                break
+            subnets.append(next(block.subnets(new_prefix=prefix)))
+        else:
+            used += subnets
+            plan[tier] = tuple(subnets)
+    return {tier: plan[tier] for tier in TIERS if tier in plan}, problems
+
+
+# --- pydantic errors -> ConfigError --------------------------------------------------------------
+
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "string": "a string",
+    "bool": "true or false",
+    "list": "a list",
+    "tuple": "a list",
+    "dict": "a mapping",
+    "model": "a mapping",
+    "model_attributes": "a mapping",
+}
+
+
+def _yaml_type(value: Any) -> str:
+    for kind, name in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (dict, "a mapping"),
+        (list, "a list"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _plain(value: Any) -> Any:
+    """A value as the user wrote it in YAML (CIDRs back to strings)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, IPv4Network) else value
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    head, *rest = loc
+    key = REGION_KEY if head == "region" else f"{NAMESPACE}:{head}"
+    return key + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in rest)
+
+
+def _schema_at(loc: tuple[int | str, ...]) -> tuple[Any, FieldInfo | None]:
+    """The type at `loc` in StackConfig and the innermost field on the way (for its description)."""
+    kind: Any = StackConfig
+    info: FieldInfo | None = None
+    for part in loc:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            info = kind.model_fields.get(str(part))
+            kind = info.annotation if info else None
+        else:  # a list index or a dict key: the element type
+            kind = (get_args(kind) or (None,))[-1]
+        while get_origin(kind) in (Annotated, Union, types.UnionType):
+            kind = next(a for a in get_args(kind) if a is not type(None))
+    return kind, info
+
+
+def _keys_of(kind: Any) -> list[str]:
+    return list(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) else []
+
+
+def _translate(exc: ValidationError) -> list[_Found]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc, kind = err["loc"], err["type"]
+        key = _key_path(loc)
+        schema, info = _schema_at(loc)
+        keys = _keys_of(schema)
+        accepted = (
+            f"a mapping with keys: {', '.join(keys)}" if keys else info.description if info else None
+        ) or "see docs/configuration.md"
+        value, message = _plain(err.get("input")), err["msg"].replace("Input should be", "must be")
+        if kind == "llmkit":
+            out += [
+                (key + p.path, _plain(p.value), p.accepted or accepted, p.message)
+                for p in err["ctx"]["problems"]
+            ]
+            continue
+        if kind == "extra_forbidden":
+            accepted, message = _one_of(_keys_of(_schema_at(loc[:-1])[0])), "unknown key"
+        elif kind == "missing":
+            value, message = MISSING, "missing required key"
+        elif kind.removesuffix("_type").removesuffix("_parsing") in _TYPE_NAMES:
+            expected = _TYPE_NAMES[kind.removesuffix("_type").removesuffix("_parsing")]
+            message = f"wrong type: expected {expected}, got {_yaml_type(value)}"
+        out.append((key, value, accepted, message))
+    return out
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _under(key: str, parent: str) -> bool:
+    """Whether `key` is `parent` or a key path inside it."""
+    return key == parent or key.startswith((f"{parent}.", f"{parent}["))
+
+
+def _decode_json(value: Any) -> Any:
+    """The Pulumi runtime delivers structured config as JSON text: use the parsed object or array."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, dict | list):
+            return parsed
+    return value
+
+
+def _strip_secure(value: Any, key: str, found: list[str]) -> Any:
+    """Replace Pulumi secrets (`{secure: ...}`) on keys not declared secret by None; record their keys."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"} and key not in SECRET_KEYS:
+            found.append(key)
+            return None
+        return {k: _strip_secure(v, f"{key}.{k}", found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_secure(v, f"{key}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def from_mapping(
+    raw: dict[str, Any], *, source: str, stack: str | None = None, project_dir: Path | None = None
+) -> StackConfig:
+    """Validate a flat Pulumi config mapping (``{"aws:region": ..., "llmkit:network": {...}}``).
+
+    Keys without a namespace belong to the project (``llmkit``), as in Pulumi. ``project_dir``
+    (default: the current directory) is where relative paths such as ``mtls_ca_bundle`` start.
+    """
+    data: dict[str, Any] = {}
+    found: list[_Found] = []
+    secure: list[str] = []
+    for raw_key, raw_value in raw.items():
+        key = raw_key if ":" in raw_key else f"{NAMESPACE}:{raw_key}"
+        namespace, _, name = key.partition(":")
+        if key == REGION_KEY:
+            data["region"] = raw_value
+        elif namespace == NAMESPACE and name in _LLMKIT_KEYS:
+            data[name] = _strip_secure(_decode_json(raw_value), key, secure)
+        elif namespace == NAMESPACE:
+            hint = f"; the region is read from {REGION_KEY}" if name == "region" else ""
+            accepted = _one_of(f"{NAMESPACE}:{k}" for k in _LLMKIT_KEYS)
+            found.append((key, raw_value, accepted, f"unknown key{hint}"))
+    found += [
+        (
+            key,
+            "[secret]",
+            "a plain value: this key is not a secret",
+            "a Pulumi secret (secure:) on a key that is not secret; set it in plain text",
+        )
+        for key in secure
+    ]
+    try:
+        config = StackConfig.model_validate({**data, "stack": stack}, context={"project_dir": project_dir})
+    except ValidationError as exc:
+        # a refused secret is reported once, not again as the missing or mistyped value it left
+        found += [f for f in _translate(exc) if not any(_under(f[0], k) for k in secure)]
+    if found:
+        raise _errors(source, found)
+    return config
+
+
+def _errors(source: str, found: Iterable[_Found]) -> ConfigErrors:
+    return ConfigErrors([ConfigError(*f, source=source) for f in found], source=source)
+
+
+def _file_error(path: Path, key: str, value: Any, accepted: str, message: str) -> ConfigErrors:
+    return _errors(str(path), [(key, value, accepted, message)])
+
+
+def _stacks_in(stacks_dir: Path) -> str:
+    """The stacks that have a ``Pulumi.<stack>.yaml`` in `stacks_dir`, in words."""
+    found = sorted(
+        m["stack"] for p in stacks_dir.glob("Pulumi.*.yaml") if (m := STACK_FILE.fullmatch(p.name))
+    )
+    return _one_of(found) if found else f"none: {stacks_dir} has no Pulumi.<stack>.yaml"
+
+
+def load_stack_file(path: Path) -> StackConfig:
+    """Load and validate one stack file; the stack name comes from ``Pulumi.<stack>.yaml``."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _file_error(
+            path,
+            "file",
+            path.name,
+            _stacks_in(path.parent),
+            "no such stack file",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _file_error(path, "file", path.name, "a readable UTF-8 file", f"cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise _file_error(path, "file", path.name, "a YAML document", f"not YAML: {problem}{where}") from None
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise _file_error(
+            path,
+            "config",
+            config,
+            "a mapping of Pulumi config keys (aws:region, llmkit:...)",
+            "the file has no top-level config: mapping",
+        )
+    match = STACK_FILE.fullmatch(path.name)
+    return from_mapping(
+        config,
+        source=str(path),
+        stack=match["stack"] if match else None,
+        project_dir=path.resolve().parent.parent,
+    )
+
+
+def load_stack(stack: str, project_dir: Path) -> StackConfig:
+    """Load ``project_dir/stacks/Pulumi.<stack>.yaml``."""
+    stacks_dir = project_dir / "stacks"
+    path = stacks_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise _errors(
+            str(stacks_dir), [("stack", stack, _stacks_in(stacks_dir), f"unknown stack: no {path}")]
+        )
+    return load_stack_file(path)
+
+
+def from_pulumi_runtime(project_dir: Path | None = None) -> StackConfig:
+    """Inside a Pulumi program: validate the stack's config as the Pulumi runtime delivers it."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret = set(runtime_config.get_config_secret_keys_env()) | set(
+        filter(runtime_config.is_config_secret, raw)
+    )
+    for key in secret & raw.keys():
+        if key.startswith(f"{NAMESPACE}:") and not any(_under(s, key) for s in SECRET_KEYS):
+            raw[key] = {"secure": "[secret]"}  # never let a decrypted secret reach an error message
+    stack = pulumi.get_stack()
+    return from_mapping(raw, source=f"stack {stack}", stack=stack, project_dir=project_dir or Path.cwd())
