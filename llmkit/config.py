@@ -258,6 +258,9 @@ class Endpoint(_Section):
         None,
         description="null, or a path relative to the project root to a PEM file of CA certificates",
     )
+    deletion_protection: bool = Field(
+        True, description="true (the load balancer cannot be deleted until this is turned off) or false"
+    )
 
     @model_validator(mode="after")
     def _least_privilege(self) -> Endpoint:

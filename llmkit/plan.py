@@ -34,6 +34,10 @@ UNKNOWN_VALUE = "[unknown]"
 # The account every offline plan pretends to run in; it appears in mocked ARNs only.
 MOCK_ACCOUNT_ID = "123456789012"
 
+# Elastic Load Balancing's log-delivery accounts for the regions our stacks use
+# (docs.aws.amazon.com/elasticloadbalancing/latest/application/enable-access-logging.html).
+ELB_LOG_ACCOUNTS = {"eu-central-1": "054676820928", "eu-west-1": "156460612806", "us-east-1": "127311923021"}
+
 # Pulumi's wire-format sentinels (pulumi.runtime.rpc); stable across SDK versions.
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -112,6 +116,11 @@ INVOKES: dict[str, InvokeAnswer] = {
         "id": MOCK_ACCOUNT_ID,
     },
     "aws:index/getRegion:getRegion": lambda a, r: {"name": r, "region": r, "id": r},
+    "aws:elb/getServiceAccount:getServiceAccount": lambda a, r: {
+        # The account that writes ALB access logs in the region (AWS publishes one per region).
+        "arn": f"arn:aws:iam::{ELB_LOG_ACCOUNTS.get(r, MOCK_ACCOUNT_ID)}:root",
+        "id": ELB_LOG_ACCOUNTS.get(r, MOCK_ACCOUNT_ID),
+    },
     "aws:index/getPartition:getPartition": lambda a, r: {
         "partition": "aws",
         "dnsSuffix": "amazonaws.com",
@@ -250,6 +259,49 @@ def _runtime_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
+def record(
+    program: Callable[[], Any],
+    *,
+    project: str = "llmkit",
+    stack: str = "test",
+    region: str = "eu-central-1",
+    config: Mapping[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+) -> tuple[list[PlannedResource], dict[str, Any]]:
+    """Run ``program`` on Pulumi's mock runtime; return what it registered and exported.
+
+    Every plan and every component test goes through here, so tests see exactly the graph
+    that `llmkit plan` writes.
+    """
+    import pulumi
+    from pulumi.runtime import mocks as pulumi_mocks
+    from pulumi.runtime import settings
+    from pulumi.runtime.config import set_all_config
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    monitor = _make_recorder(region)
+    settings.set_root_resource(None)  # type: ignore[arg-type]  # a fresh Stack per run
+    set_all_config(dict(config or {}), secret_keys or [])
+    pulumi_mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+
+    outputs: dict[str, Any] = {}
+
+    async def body() -> None:
+        program()
+        root = settings.get_root_resource()
+        for name, value in getattr(root, "outputs", {}).items():
+            out = pulumi.Output.from_input(value)
+            if await out.is_secret():
+                outputs[name] = REDACTED
+            else:
+                outputs[name] = redact(await out.future(with_unknowns=True))
+
+    settings.SETTINGS.rpc_manager.clear()
+    _sync_await(run_pulumi_func(body))
+    return list(monitor.recorded), outputs
+
+
 def run_plan(stack: str, project_dir: Path | None = None) -> Plan:
     """Validate the stack's config, then run the program offline and record its graph.
 
@@ -262,44 +314,23 @@ def run_plan(stack: str, project_dir: Path | None = None) -> Plan:
     placements = place_models(cfg, source=str(stack_file))
     program = project_dir / "__main__.py"
     started = time.perf_counter()
-
-    import pulumi
-    from pulumi.runtime import mocks as pulumi_mocks
-    from pulumi.runtime import settings
-    from pulumi.runtime.config import set_all_config
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
-
     config, secret_keys = _runtime_config(stack_file)
-    project = _project_name(project_dir)
-    monitor = _make_recorder(cfg.region)
-    settings.set_root_resource(None)  # type: ignore[arg-type]  # a fresh Stack per plan
-    set_all_config(config, secret_keys)
-    pulumi_mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
-
-    outputs: dict[str, Any] = {}
-
-    async def program_body() -> None:
-        runpy.run_path(str(program), run_name="__main__")
-        root = settings.get_root_resource()
-        for name, value in getattr(root, "outputs", {}).items():
-            out = pulumi.Output.from_input(value)
-            if await out.is_secret():
-                outputs[name] = REDACTED
-            else:
-                outputs[name] = redact(await out.future(with_unknowns=True))
-
-    settings.SETTINGS.rpc_manager.clear()
-    _sync_await(run_pulumi_func(program_body))
-    elapsed = time.perf_counter() - started
+    resources, outputs = record(
+        lambda: runpy.run_path(str(program), run_name="__main__"),
+        project=_project_name(project_dir),
+        stack=stack,
+        region=cfg.region,
+        config=config,
+        secret_keys=secret_keys,
+    )
     return Plan(
-        project=project,
+        project=_project_name(project_dir),
         stack=stack,
         config=cfg,
         placements=placements,
-        resources=list(monitor.recorded),
+        resources=resources,
         outputs=outputs,
-        seconds=elapsed,
+        seconds=time.perf_counter() - started,
     )
 
 
