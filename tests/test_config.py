@@ -163,7 +163,7 @@ BAD_VALUES: dict[str, tuple[str, Any, str, str]] = {  # id: key path, bad value,
         "llmkit:endpoint",
         ["10.0.0.0/8"],
         "wrong type: expected a mapping, got a list",
-        "a mapping with keys: public, allowed_client_cidrs, tls_certificate_arn, mtls_ca_bundle",
+        "a mapping with keys: public, allowed_client_cidrs, tls_certificate_arn, mtls_ca_bundle, deletion_protection",
     ),
     "wrong-type-bool": (
         "llmkit:endpoint.public",
