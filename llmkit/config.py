@@ -57,6 +57,9 @@ REQUIRED_TAGS = {
 }
 _AWS_TAG = "a key of 1..128 characters not starting with aws:, and a value of at most 256 characters"
 DEFAULT_RUNTIME = "ollama"
+# Ports the data tier serves to the app tier (HTTPS APIs, PostgreSQL): security groups and
+# network ACLs both read this one tuple.
+DATA_PORTS = (443, 5432)
 
 # The hook for secrets: full key paths (e.g. "llmkit:endpoint.api_key") whose value may be a
 # Pulumi secret. No key is secret today, so a `secure:` value anywhere under llmkit: is refused.
@@ -344,6 +347,123 @@ class Kms(_Section):
     deletion_window_days: int = Field(30, ge=7, le=30, description="an integer 7..30")
 
 
+# --- the firewall section ------------------------------------------------------------------------
+
+FIREWALL_TIERS = ("lb", "app")  # the tiers extra_ingress may open; model and data admit only their front tier
+NEVER_OPEN_PORTS = {22: "SSH", 3389: "RDP"}
+_NEVER_OPEN = "SSH/RDP ingress is never opened: use SSM Session Manager"
+_PORT = "an integer 1..65535 other than 22 (SSH) and 3389 (RDP)"
+_DOMAIN = re.compile(r"\.?(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+")
+_DOMAIN_TEXT = (
+    "a lowercase DNS name of at least two labels such as registry.ollama.ai, or with a leading dot "
+    "(.huggingface.co) for the domain and all its subdomains"
+)
+# What AWS accepts in a security group rule description.
+_SG_DESCRIPTION = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}")
+
+
+def _not_ssh_rdp(port: int) -> str | None:
+    return _NEVER_OPEN if port in NEVER_OPEN_PORTS else None
+
+
+def _domain_problem(domain: str) -> str | None:
+    if domain.startswith("*."):
+        return f"a wildcard: write {domain[1:]} for a domain and all its subdomains"
+    if len(domain.lstrip(".")) > 253 or not _DOMAIN.fullmatch(domain):
+        return "not a DNS name"
+    return None
+
+
+Port = Annotated[int, Field(ge=1, le=65535), _check(_not_ssh_rdp)]
+Domain = Annotated[str, _check(_domain_problem)]
+
+
+class ExtraIngress(_Section):
+    """One extra ingress rule: `port` (TCP) from `cidrs` into the `tier` security group."""
+
+    tier: str = Field(
+        description="lb or app (the model and data tiers admit only the tiers in front of them)"
+    )
+    port: Port = Field(description=_PORT)
+    cidrs: list[Cidr] = Field(
+        min_length=1, description="a list of at least one IPv4 CIDR; 0.0.0.0/0 only for tier lb, port 443"
+    )
+    description: str = Field(
+        description="why the rule exists: 1..255 characters of letters, digits, spaces "
+        "and ._-:/()#,@[]+=&;{}!$*"
+    )
+
+    @field_validator("tier")
+    @classmethod
+    def _front_tiers(cls, tier: str) -> str:
+        if tier in ("model", "data"):
+            _reject("the model and data tiers admit only the tiers in front of them", tier, "lb or app")
+        if tier not in FIREWALL_TIERS:
+            _reject("unknown tier", tier, "lb or app")
+        return tier
+
+    @field_validator("description")
+    @classmethod
+    def _aws_description(cls, text: str) -> str:
+        if not _SG_DESCRIPTION.fullmatch(text):
+            _reject("not a description AWS accepts for a security group rule", text)
+        return text
+
+
+class FirewallSection(_Section):
+    network_firewall: bool = Field(
+        False,
+        description="true (an AWS Network Firewall in the DMZ allows egress only to egress_allowed_domains) "
+        "or false",
+    )
+    egress_allowed_domains: list[Domain] = Field(
+        default_factory=list, description=f"a list of domains, each {_DOMAIN_TEXT}"
+    )
+    extra_ingress: list[ExtraIngress] = Field(
+        default_factory=list,
+        description="a list of rules, each a mapping with keys: " + ", ".join(ExtraIngress.model_fields),
+    )
+    app_port: Port = Field(8443, description=_PORT)
+
+    @field_validator("egress_allowed_domains")
+    @classmethod
+    def _unique(cls, domains: list[str]) -> list[str]:
+        _fail(
+            _Problem("listed twice", domain, f"[{i}]", "each domain once")
+            for i, domain in enumerate(domains)
+            if domain in domains[:i]
+        )
+        return domains
+
+    @model_validator(mode="after")
+    def _allow_list(self) -> FirewallSection:
+        if self.network_firewall and not self.egress_allowed_domains:
+            _reject(
+                "network_firewall: true with an empty allow-list would drop all egress",
+                [],
+                f"at least one domain, each {_DOMAIN_TEXT}",
+                ".egress_allowed_domains",
+            )
+        return self
+
+
+def _world_open_problems(firewall: FirewallSection, public: bool | None) -> Iterable[_Problem]:
+    """0.0.0.0/0 only on the load balancer's 443, and only when the endpoint is public."""
+    for i, rule in enumerate(firewall.extra_ingress):
+        for j, cidr in enumerate(rule.cidrs):
+            if cidr.prefixlen != 0:
+                continue
+            if rule.tier == "lb" and rule.port == 443 and public is not False:
+                continue  # public is None: the endpoint section is itself invalid and reported
+            yield _Problem(
+                f"{cidr} opens tier {rule.tier} port {rule.port} to every address",
+                cidr,
+                f".extra_ingress[{i}].cidrs[{j}]",
+                "the client networks' CIDRs; 0.0.0.0/0 only for tier lb, port 443 "
+                "with llmkit:endpoint.public: true",
+            )
+
+
 class StackConfig(_Section):
     """Everything one stack sets, validated. Build it with :func:`load_stack` or :func:`from_mapping`."""
 
@@ -362,6 +482,7 @@ class StackConfig(_Section):
     budget: Budget
     logging: Logging = Field(default_factory=Logging)
     kms: Kms = Field(default_factory=Kms)
+    firewall: FirewallSection = Field(default_factory=FirewallSection)
     tags: dict[str, str] = Field(
         description="a mapping of string tags with at least: " + ", ".join(REQUIRED_TAGS)
     )
@@ -409,6 +530,13 @@ class StackConfig(_Section):
                 ".tls_certificate_arn",
             )
         return endpoint
+
+    @field_validator("firewall")
+    @classmethod
+    def _world_open(cls, firewall: FirewallSection, info: ValidationInfo) -> FirewallSection:
+        endpoint = info.data.get("endpoint")
+        _fail(_world_open_problems(firewall, endpoint.public if endpoint is not None else None))
+        return firewall
 
     @field_validator("tags")
     @classmethod

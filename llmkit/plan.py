@@ -155,7 +155,7 @@ def _make_recorder(region: str) -> Any:
                     f"the offline plan has no answer for the invoke {args.token!r}; "
                     "add one to llmkit.plan.INVOKES"
                 )
-            return answer(dict(args.args), region), None
+            return answer(dict(args.args), region), []
 
     class RecordingMonitor(MockMonitor):
         def __init__(self) -> None:

@@ -20,6 +20,7 @@ from llmkit.config import (
     LOG_RETENTION_DAYS,
     MISSING,
     TIERS,
+    FirewallSection,
     StackConfig,
     from_mapping,
     from_pulumi_runtime,
@@ -126,6 +127,9 @@ def test_secure_defaults_fill_optional_keys() -> None:
     assert (config.kms.rotation_period_days, config.kms.deletion_window_days) == (365, 30)
     assert config.models[0].instance_type == "g6e.xlarge"
     assert config.stack is None
+    assert config.firewall.network_firewall is False
+    assert config.firewall.egress_allowed_domains == config.firewall.extra_ingress == []
+    assert config.firewall.app_port == 8443
 
 
 def test_the_config_is_frozen() -> None:
@@ -163,7 +167,8 @@ BAD_VALUES: dict[str, tuple[str, Any, str, str]] = {  # id: key path, bad value,
         "llmkit:endpoint",
         ["10.0.0.0/8"],
         "wrong type: expected a mapping, got a list",
-        "a mapping with keys: public, allowed_client_cidrs, tls_certificate_arn, mtls_ca_bundle, deletion_protection",
+        "a mapping with keys: public, allowed_client_cidrs, tls_certificate_arn, mtls_ca_bundle, "
+        "deletion_protection",
     ),
     "wrong-type-bool": (
         "llmkit:endpoint.public",
@@ -332,6 +337,7 @@ def test_unknown_top_level_llmkit_key() -> None:
             "budget",
             "logging",
             "kms",
+            "firewall",
             "tags",
         )
     )
@@ -723,3 +729,190 @@ def test_docs_describe_every_key() -> None:
         {k for k in keys(StackConfig) if k not in ("stack", "region")} - set(re.findall(r"`(\w+)", docs))
     )
     assert not missing
+
+
+# --- llmkit:firewall ---------------------------------------------------------------------------
+
+FW_PORT = "an integer 1..65535 other than 22 (SSH) and 3389 (RDP)"
+FW_DOMAINS = (
+    "a list of domains, each a lowercase DNS name of at least two labels such as registry.ollama.ai, "
+    "or with a leading dot (.huggingface.co) for the domain and all its subdomains"
+)
+FW_WORLD = (
+    "the client networks' CIDRs; 0.0.0.0/0 only for tier lb, port 443 with llmkit:endpoint.public: true"
+)
+NEVER_SSH_RDP = "SSH/RDP ingress is never opened: use SSM Session Manager"
+
+
+def ingress(**changes: Any) -> dict[str, Any]:
+    return {"tier": "lb", "port": 443, "cidrs": ["10.1.0.0/16"], "description": "partner VPN", **changes}
+
+
+def test_stacks_firewall_sections() -> None:
+    prod = load_stack("prod", ROOT).firewall
+    assert prod.network_firewall is True
+    assert prod.egress_allowed_domains == [
+        "registry.ollama.ai",
+        ".huggingface.co",
+        "deb.debian.org",
+        "security.debian.org",
+    ]
+    assert not any("amazonaws.com" in d for d in prod.egress_allowed_domains)  # VPC endpoints serve AWS
+    for stack in ("dev", "staging"):
+        assert load_stack(stack, ROOT).firewall == FirewallSection()
+
+
+def test_firewall_section_accepts_safe_values() -> None:
+    firewall = {
+        "network_firewall": True,
+        "egress_allowed_domains": ["registry.ollama.ai", ".huggingface.co"],
+        "extra_ingress": [
+            ingress(),
+            ingress(tier="app", port=9090, cidrs=["10.9.0.0/24"], description="metrics: prometheus (ops)"),
+        ],
+        "app_port": 9443,
+    }
+    config = from_mapping(changed(("llmkit:firewall", firewall)), source="test").firewall
+    assert config.app_port == 9443
+    assert [(r.tier, r.port, r.cidrs) for r in config.extra_ingress] == [
+        ("lb", 443, [IPv4Network("10.1.0.0/16")]),
+        ("app", 9090, [IPv4Network("10.9.0.0/24")]),
+    ]
+
+
+FIREWALL_BAD: dict[
+    str, tuple[dict[str, Any], str, Any, str, str]
+] = {  # firewall, key, value, message, accepted
+    "ssh": (
+        {"extra_ingress": [ingress(port=22)]},
+        "llmkit:firewall.extra_ingress[0].port",
+        22,
+        NEVER_SSH_RDP,
+        FW_PORT,
+    ),
+    "rdp": (
+        {"extra_ingress": [ingress(), ingress(tier="app", port=3389)]},
+        "llmkit:firewall.extra_ingress[1].port",
+        3389,
+        NEVER_SSH_RDP,
+        FW_PORT,
+    ),
+    "app-port-ssh": ({"app_port": 22}, "llmkit:firewall.app_port", 22, NEVER_SSH_RDP, FW_PORT),
+    "app-port-range": (
+        {"app_port": 70000},
+        "llmkit:firewall.app_port",
+        70000,
+        "must be less than or equal to 65535",
+        FW_PORT,
+    ),
+    "tier-model": (
+        {"extra_ingress": [ingress(tier="model", port=11434)]},
+        "llmkit:firewall.extra_ingress[0].tier",
+        "model",
+        "the model and data tiers admit only the tiers in front of them",
+        "lb or app",
+    ),
+    "tier-data": (
+        {"extra_ingress": [ingress(tier="data", port=5432)]},
+        "llmkit:firewall.extra_ingress[0].tier",
+        "data",
+        "the model and data tiers admit only the tiers in front of them",
+        "lb or app",
+    ),
+    "tier-unknown": (
+        {"extra_ingress": [ingress(tier="dmz")]},
+        "llmkit:firewall.extra_ingress[0].tier",
+        "dmz",
+        "unknown tier",
+        "lb or app",
+    ),
+    "world-on-internal-endpoint": (
+        {"extra_ingress": [ingress(cidrs=["10.1.0.0/16", "0.0.0.0/0"])]},
+        "llmkit:firewall.extra_ingress[0].cidrs[1]",
+        "0.0.0.0/0",
+        "0.0.0.0/0 opens tier lb port 443 to every address",
+        FW_WORLD,
+    ),
+    "world-on-app": (
+        {"extra_ingress": [ingress(tier="app", port=8443, cidrs=["0.0.0.0/0"])]},
+        "llmkit:firewall.extra_ingress[0].cidrs[0]",
+        "0.0.0.0/0",
+        "0.0.0.0/0 opens tier app port 8443 to every address",
+        FW_WORLD,
+    ),
+    "bad-description": (
+        {"extra_ingress": [ingress(description='say "hi"')]},
+        "llmkit:firewall.extra_ingress[0].description",
+        'say "hi"',
+        "not a description AWS accepts for a security group rule",
+        "why the rule exists: 1..255 characters of letters, digits, spaces and ._-:/()#,@[]+=&;{}!$*",
+    ),
+    "empty-allow-list": (
+        {"network_firewall": True},
+        "llmkit:firewall.egress_allowed_domains",
+        [],
+        "network_firewall: true with an empty allow-list would drop all egress",
+        "at least one domain, each " + FW_DOMAINS.removeprefix("a list of domains, each "),
+    ),
+    "wildcard-domain": (
+        {"egress_allowed_domains": ["registry.ollama.ai", "*.huggingface.co"]},
+        "llmkit:firewall.egress_allowed_domains[1]",
+        "*.huggingface.co",
+        "a wildcard: write .huggingface.co for a domain and all its subdomains",
+        FW_DOMAINS,
+    ),
+    "tld-domain": (
+        {"egress_allowed_domains": [".com"]},
+        "llmkit:firewall.egress_allowed_domains[0]",
+        ".com",
+        "not a DNS name",
+        FW_DOMAINS,
+    ),
+    "url-domain": (
+        {"egress_allowed_domains": ["https://registry.ollama.ai/"]},
+        "llmkit:firewall.egress_allowed_domains[0]",
+        "https://registry.ollama.ai/",
+        "not a DNS name",
+        FW_DOMAINS,
+    ),
+    "duplicate-domain": (
+        {"egress_allowed_domains": ["deb.debian.org", "deb.debian.org"]},
+        "llmkit:firewall.egress_allowed_domains[1]",
+        "deb.debian.org",
+        "listed twice",
+        "each domain once",
+    ),
+    "unknown-key": (
+        {"ssh": True},
+        "llmkit:firewall.ssh",
+        True,
+        "unknown key",
+        "one of: network_firewall, egress_allowed_domains, extra_ingress, app_port",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("firewall", "key", "value", "message", "accepted"), FIREWALL_BAD.values(), ids=FIREWALL_BAD
+)
+def test_firewall_refusals_name_key_value_and_accepted(
+    firewall: dict[str, Any], key: str, value: Any, message: str, accepted: str
+) -> None:
+    assert_error(only_error(changed(("llmkit:firewall", firewall))), key, value, message, accepted)
+
+
+def test_world_open_extra_ingress_only_on_lb_443_of_a_public_endpoint() -> None:
+    world = {"extra_ingress": [ingress(cidrs=["0.0.0.0/0"])]}
+    public = changed(("llmkit:endpoint.public", True), ("llmkit:firewall", world))
+    assert from_mapping(public, source="test").firewall.extra_ingress[0].cidrs == [IPv4Network("0.0.0.0/0")]
+    on_80 = changed(
+        ("llmkit:endpoint.public", True),
+        ("llmkit:firewall", {"extra_ingress": [ingress(port=80, cidrs=["0.0.0.0/0"])]}),
+    )
+    assert_error(
+        only_error(on_80),
+        "llmkit:firewall.extra_ingress[0].cidrs[0]",
+        "0.0.0.0/0",
+        "0.0.0.0/0 opens tier lb port 80 to every address",
+        FW_WORLD,
+    )
