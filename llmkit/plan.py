@@ -121,6 +121,12 @@ INVOKES: dict[str, InvokeAnswer] = {
         "arn": f"arn:aws:iam::{ELB_LOG_ACCOUNTS.get(r, MOCK_ACCOUNT_ID)}:root",
         "id": ELB_LOG_ACCOUNTS.get(r, MOCK_ACCOUNT_ID),
     },
+    "aws:ec2/getPrefixList:getPrefixList": lambda a, r: {
+        "id": f"pl-offline-{a.get('name', 'unnamed')}",
+        "prefixListId": f"pl-offline-{a.get('name', 'unnamed')}",
+        "name": a.get("name", ""),
+        "cidrBlocks": [],
+    },
     "aws:index/getPartition:getPartition": lambda a, r: {
         "partition": "aws",
         "dnsSuffix": "amazonaws.com",
@@ -136,6 +142,8 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
         service = typ.split(":")[1].split("/")[0]
         state.setdefault("arn", f"arn:aws:{service}:{region}:{MOCK_ACCOUNT_ID}:{name}")
     state.setdefault("name", inputs.get("name", name))
+    if typ == "aws:lb/loadBalancer:LoadBalancer":
+        state.setdefault("dnsName", f"{name}-offline.{region}.elb.amazonaws.com")
     return state
 
 

@@ -750,7 +750,7 @@ def ingress(**changes: Any) -> dict[str, Any]:
 
 def test_stacks_firewall_sections() -> None:
     prod = load_stack("prod", ROOT).firewall
-    assert prod.network_firewall is True
+    assert prod.network_firewall is False  # until the egress routes pass through it
     assert prod.egress_allowed_domains == [
         "registry.ollama.ai",
         ".huggingface.co",

@@ -288,9 +288,10 @@ def nfw_resources(rec: Recorded) -> list[PlannedResource]:
     return [r for r in rec.resources if r.type.startswith(f"{NFW}/")]
 
 
-def test_network_firewall_in_prod(run_pulumi: Run) -> None:
-    cfg = load_stack("prod", ROOT)
-    assert cfg.firewall.network_firewall
+def test_network_firewall_with_prods_allow_list(run_pulumi: Run) -> None:
+    prod = load_stack("prod", ROOT)
+    firewall = prod.firewall.model_copy(update={"network_firewall": True})
+    cfg = prod.model_copy(update={"firewall": firewall})
     rec = from_stack(run_pulumi, cfg, log_kms_key_arn="arn:aws:kms:eu-central-1:123456789012:key/k")
     (group,) = rec.of_type(f"{NFW}/ruleGroup:RuleGroup")
     source = group.inputs["ruleGroup"]["rulesSource"]["rulesSourceList"]
