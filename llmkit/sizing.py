@@ -492,19 +492,6 @@ def size(
     )
 
 
-def choose(
-    model: str,
-    quantization: str,
-    context_length: int,
-    concurrency: int,
-    runtime: str = "ollama",
-    headroom: float = DEFAULT_HEADROOM,
-    instance_type: str | None = None,
-) -> Choice:
-    """The cheapest instance type that holds the model; raises NothingFits when none does."""
-    return size(model, quantization, context_length, concurrency, runtime, headroom, instance_type).best
-
-
 __all__ = [
     "DEFAULT_HEADROOM",
     "HOURS_PER_MONTH",
@@ -515,7 +502,6 @@ __all__ = [
     "activation_bytes",
     "activation_tokens",
     "allowed_tensor_parallel",
-    "choose",
     "gpu_capacity_bytes",
     "kv_bytes_per_token",
     "memory_breakdown",

@@ -16,7 +16,6 @@ from llmkit.sizing import (
     NothingFits,
     SizingResult,
     allowed_tensor_parallel,
-    choose,
     gpu_capacity_bytes,
     size,
 )
@@ -135,7 +134,7 @@ def test_cheapest_fitting_instance_is_chosen() -> None:
     rejected = {name for name, _ in r.rejected}
     assert fitting.isdisjoint(rejected)
     assert fitting | rejected == set(load_catalog().instances)
-    assert choose("deepseek-r1:32b", "q4_K_M", 8192, 4) == best
+    assert size("deepseek-r1:32b", "q4_K_M", 8192, 4).best == best
 
 
 def test_ties_on_price_go_to_fewer_gpus_then_name() -> None:
@@ -240,7 +239,7 @@ def test_nothing_fits_is_a_finding_with_the_numbers() -> None:
     assert "a shorter context" in text
     assert "fewer concurrent sequences" in text
     with pytest.raises(NothingFits):
-        choose("deepseek-r1:671b", "bf16", 131072, 64)
+        _ = size("deepseek-r1:671b", "bf16", 131072, 64).best
 
 
 def test_nothing_fits_advice_is_exact() -> None:
