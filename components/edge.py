@@ -52,6 +52,7 @@ import pulumi_aws as aws
 
 from components.base import Component
 from llmkit.catalog import load_catalog
+from llmkit.config import DEFAULT_APP_PORT
 
 if TYPE_CHECKING:
     from llmkit.config import StackConfig
@@ -106,7 +107,7 @@ class ReverseProxyArgs:
     trust_store_bucket: pulumi.Input[str] | None = None
     waf_log_group_arn: pulumi.Input[str] | None = None
     access_log_prefix: str = "alb"
-    app_port: int = 8443
+    app_port: int = DEFAULT_APP_PORT
     health_check_path: str = "/healthz"
     target_type: Literal["ip", "instance"] = "ip"
 

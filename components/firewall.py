@@ -47,7 +47,7 @@ import pulumi_aws as aws
 
 from components.base import Component
 from llmkit.catalog import load_catalog
-from llmkit.config import DATA_PORTS
+from llmkit.config import DATA_PORTS, DEFAULT_APP_PORT, LOG_RETENTION_DAYS
 
 if TYPE_CHECKING:
     from llmkit.config import StackConfig
@@ -138,7 +138,7 @@ class FirewallArgs:
     client_cidrs: list[str]
     public: bool
     model_port: int
-    app_port: int = 8443
+    app_port: int = DEFAULT_APP_PORT
     data_ports: list[int] = field(default_factory=lambda: list(DATA_PORTS))
     extra_ingress: list[IngressRule] = field(default_factory=list)
     http_redirect: bool = True
@@ -149,7 +149,7 @@ class FirewallArgs:
     egress_allowed_domains: list[str] = field(default_factory=list)
     dmz_subnet_ids: Sequence[pulumi.Input[str]] = ()
     log_kms_key_arn: pulumi.Input[str] | None = None
-    log_retention_days: int = 180
+    log_retention_days: int = LOG_RETENTION_DAYS[0]
     delete_protection: bool = True
 
     @classmethod

@@ -36,7 +36,7 @@ import pulumi_aws as aws
 
 from components.base import Component
 from llmkit.catalog import load_catalog
-from llmkit.config import DATA_PORTS, TIERS, StackConfig
+from llmkit.config import DATA_PORTS, DEFAULT_APP_PORT, TIERS, StackConfig
 
 ANYWHERE = "0.0.0.0/0"
 EPHEMERAL = (1024, 65535)
@@ -44,7 +44,6 @@ EPHEMERAL = (1024, 65535)
 ADMIN_PORTS = (22, 3389)
 # AWS's default quota of entries per NACL and direction.
 NACL_RULES_PER_DIRECTION = 20
-DEFAULT_APP_PORT = 8443
 
 # The interface endpoints the private tiers reach AWS through (com.amazonaws.<region>.<service>):
 # keys and logs, SSM session manager, STS, secrets and the container registry.

@@ -60,6 +60,8 @@ DEFAULT_RUNTIME = "ollama"
 # Ports the data tier serves to the app tier (HTTPS APIs, PostgreSQL): security groups and
 # network ACLs both read this one tuple.
 DATA_PORTS = (443, 5432)
+# The port the app tier (the gateway) listens on unless llmkit:firewall.app_port says otherwise.
+DEFAULT_APP_PORT = 8443
 
 # The hook for secrets: full key paths (e.g. "llmkit:endpoint.api_key") whose value may be a
 # Pulumi secret. No key is secret today, so a `secure:` value anywhere under llmkit: is refused.
@@ -423,7 +425,7 @@ class FirewallSection(_Section):
         default_factory=list,
         description="a list of rules, each a mapping with keys: " + ", ".join(ExtraIngress.model_fields),
     )
-    app_port: Port = Field(8443, description=_PORT)
+    app_port: Port = Field(DEFAULT_APP_PORT, description=_PORT)
 
     @field_validator("egress_allowed_domains")
     @classmethod

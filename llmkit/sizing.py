@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from llmkit.catalog import Catalog, InstanceType, Model, Quantization, Runtime, load_catalog
+from llmkit.config import DEFAULT_RUNTIME
 from llmkit.errors import EXIT_FINDINGS, ConfigError, LlmkitError
 
 MIB = 1024**2
@@ -433,7 +434,7 @@ def size(
     quantization: str,
     context_length: int,
     concurrency: int,
-    runtime: str = "ollama",
+    runtime: str = DEFAULT_RUNTIME,
     headroom: float = DEFAULT_HEADROOM,
     instance_type: str | None = None,
 ) -> SizingResult:

@@ -268,7 +268,9 @@ def test_check_rules_refuses_each_broken_invariant(rule: Rule) -> None:
 
 def test_the_planned_rules_of_every_stack_pass_the_check(stack_config: StackConfig) -> None:
     args = FirewallArgs.from_config(stack_config, "vpc-1", s3_prefix_list_id="pl-s3")
-    check_rules(plan_rules(args), args.public)
+    planned = plan_rules(args)
+    assert planned
+    check_rules(planned, args.public)  # raises ValueError on any unsafe rule
 
 
 def test_duplicate_rules_are_created_once(run_pulumi: Run) -> None:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from llmkit.catalog import load_catalog
 from llmkit.commands import make_console
+from llmkit.config import DEFAULT_RUNTIME
 from llmkit.errors import EXIT_FINDINGS
 from llmkit.sizing import (
     ACTIVATION_BYTES,
@@ -120,7 +121,7 @@ def _choices_table(result: SizingResult, top: int) -> Table:
     show_default=True,
     help="Concurrent sequences, each with a full context.",
 )
-@click.option("--runtime", default="ollama", show_default=True, help="Serving runtime (ollama, vllm).")
+@click.option("--runtime", default=DEFAULT_RUNTIME, show_default=True, help="Serving runtime (ollama, vllm).")
 @click.option(
     "--headroom",
     type=float,
