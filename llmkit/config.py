@@ -48,6 +48,9 @@ STACK_FILE = re.compile(r"^Pulumi\.(?P<stack>[^/]+)\.yaml$")
 PRIVATE_RANGES = tuple(IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 AWS_SUBNET_PREFIXES = (16, 28)  # AWS accepts VPC and subnet CIDR blocks from /16 to /28
 TIERS = ("dmz", "app", "model", "data")
+# Subnets of the inspected egress path, carved only with llmkit:firewall.network_firewall: true:
+# "firewall" holds the Network Firewall's endpoints, "nat" the NAT gateways (public, like the dmz).
+EGRESS_SUBNETS = ("nat", "firewall")
 LOG_RETENTION_DAYS = (180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 DATA_CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
 REQUIRED_TAGS = {
@@ -200,6 +203,14 @@ class Subnets(_Section):
     app: SubnetSpec
     model: SubnetSpec
     data: SubnetSpec
+    nat: SubnetSpec | None = Field(
+        None,
+        description="null, or subnets for the NAT gateways; required with a Network Firewall",
+    )
+    firewall: SubnetSpec | None = Field(
+        None,
+        description="null, or subnets for the Network Firewall endpoints; required with a Network Firewall",
+    )
 
 
 class Network(_Section):
@@ -234,12 +245,29 @@ class Network(_Section):
 class Replicas(_Section):
     min: int = Field(1, ge=0, description="an integer >= 0 and <= max")
     max: int = Field(1, ge=1, description="an integer >= 1 and >= min")
+    desired: int | None = Field(
+        None,
+        ge=0,
+        description="null (start at min), or an integer min..max: the Auto Scaling group's start size",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:
         if self.min > self.max:
             _reject("greater than max", self.min, f"an integer 0..{self.max} (replicas.max)", ".min")
+        if self.desired is not None and not self.min <= self.desired <= self.max:
+            _reject(
+                "outside min..max",
+                self.desired,
+                f"null, or an integer {self.min}..{self.max} (replicas.min..replicas.max)",
+                ".desired",
+            )
         return self
+
+    @property
+    def start(self) -> int:
+        """The desired capacity the fleet starts with."""
+        return self.min if self.desired is None else self.desired
 
 
 class ModelSpec(_Section):
@@ -307,24 +335,30 @@ class RateLimits(_Section):
     )
 
 
+Percentages = list[Annotated[int, Field(ge=1, le=1000)]]
+
+
+def _increasing(thresholds: list[int]) -> list[int]:
+    _fail(
+        _Problem(f"not greater than the threshold before it ({before})", after, f"[{i + 1}]")
+        for i, (before, after) in enumerate(pairwise(thresholds))
+        if after <= before
+    )
+    return thresholds
+
+
 class Budget(_Section):
     monthly_usd: float = Field(gt=0, description="a number > 0 (US dollars per month)")
-    alert_thresholds_percent: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
+    alert_thresholds_percent: Annotated[Percentages, AfterValidator(_increasing)] = Field(
         default_factory=lambda: [80, 95],
         min_length=1,
-        description="a list of integers 1..1000, strictly increasing (over 100 alerts on the forecast)",
+        description="a list of integers 1..1000, strictly increasing: alerts on the actual spend",
+    )
+    forecast_thresholds_percent: Annotated[Percentages, AfterValidator(_increasing)] = Field(
+        default_factory=lambda: [100],
+        description="a list of integers 1..1000, strictly increasing: alerts on the forecast spend",
     )
     alert_emails: list[Email] = Field(min_length=1, description="a list of at least one email address")
-
-    @field_validator("alert_thresholds_percent")
-    @classmethod
-    def _increasing(cls, thresholds: list[int]) -> list[int]:
-        _fail(
-            _Problem(f"not greater than the threshold before it ({before})", after, f"[{i + 1}]")
-            for i, (before, after) in enumerate(pairwise(thresholds))
-            if after <= before
-        )
-        return thresholds
 
 
 class Logging(_Section):
@@ -347,6 +381,82 @@ class Logging(_Section):
 class Kms(_Section):
     rotation_period_days: int = Field(365, ge=90, le=2560, description="an integer 90..2560")
     deletion_window_days: int = Field(30, ge=7, le=30, description="an integer 7..30")
+
+
+# The public SSM parameter of the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04).
+DLAMI_SSM_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
+_AMI_ID = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
+_SSM_PARAMETER = re.compile(r"(/[A-Za-z0-9_.\-]+)+")
+
+
+class WarmPool(_Section):
+    min_size: int = Field(
+        1, ge=0, le=100, description="an integer 0..100: stopped, pre-initialised instances kept ready"
+    )
+    state: Literal["Stopped", "Hibernated", "Running"] = Field(
+        "Stopped", description="one of: Stopped, Hibernated, Running (what warm instances wait in)"
+    )
+
+
+class Fleet(_Section):
+    """How the GPU hosts of every served model are launched and scaled (components/fleet.py)."""
+
+    ami_id: Annotated[str, _check(lambda v: None if _AMI_ID.fullmatch(v) else "not an AMI id")] | None = (
+        Field(
+            None, description="null (the Deep Learning Base GPU AMI from SSM), or an AMI id ami-<8 or 17 hex>"
+        )
+    )
+    ami_ssm_parameter: Annotated[
+        str, _check(lambda v: None if _SSM_PARAMETER.fullmatch(v) else "not an SSM parameter path")
+    ] = Field(DLAMI_SSM_PARAMETER, description="an SSM parameter path that holds an AMI id")
+    root_volume_gib: int = Field(
+        100, ge=75, le=16384, description="an integer 75..16384, at least the AMI's root snapshot"
+    )
+    model_cache_gib: int | None = Field(
+        None, ge=1, le=16384, description="null (sized from the model weights), or an integer 1..16384"
+    )
+    gpu_target_utilization_percent: int = Field(
+        70, ge=10, le=95, description="an integer 10..95: target tracking on the hosts' GPU utilization"
+    )
+    queue_target_per_instance: int = Field(
+        4, ge=1, le=1000, description="an integer 1..1000: target of queued requests per host"
+    )
+    warm_pool: WarmPool = Field(default_factory=WarmPool)
+    model_load_timeout_seconds: int = Field(
+        1800, ge=30, le=7200, description="an integer 30..7200: how long launch may take to load the model"
+    )
+    min_healthy_percent: int = Field(
+        90, ge=0, le=100, description="an integer 0..100: instance refresh keeps this share in service"
+    )
+
+
+class Alarms(_Section):
+    """The service-level targets that CloudWatch alarms watch (components/alarms.py)."""
+
+    p99_latency_seconds: float = Field(2.0, gt=0, le=300, description="a number > 0 and <= 300")
+    error_rate_percent: float = Field(0.1, gt=0, le=100, description="a number > 0 and <= 100 (5xx share)")
+    gpu_utilization_band_percent: tuple[int, int] = Field(
+        (70, 90), description="two integers low, high with 0 <= low < high <= 100"
+    )
+    sustained_minutes: int = Field(
+        15, ge=1, le=1440, description="an integer 1..1440: how long a breach lasts before it alarms"
+    )
+
+    @field_validator("gpu_utilization_band_percent")
+    @classmethod
+    def _band(cls, band: tuple[int, int]) -> tuple[int, int]:
+        low, high = band
+        if not 0 <= low < high <= 100:
+            _reject("not a band", list(band))
+        return band
+
+
+class Secrets(_Section):
+    rotation_days: int = Field(
+        30, ge=1, le=365, description="an integer 1..365 (Secrets Manager's rotation schedule)"
+    )
 
 
 # --- the firewall section ------------------------------------------------------------------------
@@ -485,6 +595,9 @@ class StackConfig(_Section):
     logging: Logging = Field(default_factory=Logging)
     kms: Kms = Field(default_factory=Kms)
     firewall: FirewallSection = Field(default_factory=FirewallSection)
+    fleet: Fleet = Field(default_factory=Fleet)
+    alarms: Alarms = Field(default_factory=Alarms)
+    secrets: Secrets = Field(default_factory=Secrets)
     tags: dict[str, str] = Field(
         description="a mapping of string tags with at least: " + ", ".join(REQUIRED_TAGS)
     )
@@ -539,6 +652,30 @@ class StackConfig(_Section):
         endpoint = info.data.get("endpoint")
         _fail(_world_open_problems(firewall, endpoint.public if endpoint is not None else None))
         return firewall
+
+    @model_validator(mode="after")
+    def _egress_subnets(self) -> StackConfig:
+        """The inspected egress path needs its own subnets, and they exist only for it."""
+        on = self.firewall.network_firewall
+        specs = {name: getattr(self.network.subnets, name) for name in EGRESS_SUBNETS}
+        _fail(
+            _Problem(
+                f"llmkit:firewall.network_firewall: true needs {name} subnets for the inspected egress path",
+                MISSING,
+                f":network.subnets.{name}",
+                "a subnet spec such as {prefix: 28}, or {cidrs: [<one CIDR per AZ>]}",
+            )
+            if on
+            else _Problem(
+                f"{name} subnets are only used with llmkit:firewall.network_firewall: true",
+                spec.model_dump(exclude_none=True, mode="json"),
+                f":network.subnets.{name}",
+                "no such key, or llmkit:firewall.network_firewall: true",
+            )
+            for name, spec in specs.items()
+            if (spec is None) == on
+        )
+        return self
 
     @field_validator("tags")
     @classmethod
@@ -636,7 +773,8 @@ def _plan_subnets(net: Network) -> tuple[dict[str, tuple[IPv4Network, ...]], lis
     problems: list[_Problem] = []
     placed: list[tuple[IPv4Network, str]] = []  # explicit subnets and their key paths
     plan: dict[str, tuple[IPv4Network, ...]] = {}
-    for tier in TIERS:
+    tiers = [t for t in (*TIERS, *EGRESS_SUBNETS) if getattr(net.subnets, t) is not None]
+    for tier in tiers:
         cidrs = getattr(net.subnets, tier).cidrs
         if cidrs is None:
             continue
@@ -663,7 +801,7 @@ def _plan_subnets(net: Network) -> tuple[dict[str, tuple[IPv4Network, ...]], lis
             placed.append((cidr, where))
         plan[tier] = tuple(cidrs)
     used = [cidr for cidr, _ in placed]
-    carved = [(s.prefix, tier) for tier in TIERS if (s := getattr(net.subnets, tier)).prefix is not None]
+    carved = [(s.prefix, tier) for tier in tiers if (s := getattr(net.subnets, tier)).prefix is not None]
     for prefix, tier in sorted(carved, key=lambda item: item[0]):  # largest first, stable in tier order
         subnets: list[IPv4Network] = []
         while len(subnets) < azs:
@@ -681,7 +819,7 @@ def _plan_subnets(net: Network) -> tuple[dict[str, tuple[IPv4Network, ...]], lis
         else:
             used += subnets
             plan[tier] = tuple(subnets)
-    return {tier: plan[tier] for tier in TIERS if tier in plan}, problems
+    return {tier: plan[tier] for tier in tiers if tier in plan}, problems
 
 
 # --- pydantic errors -> ConfigError --------------------------------------------------------------
@@ -721,6 +859,8 @@ def _plain(value: Any) -> Any:
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
+    if not loc:  # a check across sections: its problems carry ":<section>..." paths
+        return NAMESPACE
     head, *rest = loc
     key = REGION_KEY if head == "region" else f"{NAMESPACE}:{head}"
     return key + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in rest)

@@ -295,7 +295,7 @@ BAD_VALUES: dict[str, tuple[str, Any, str, str]] = {  # id: key path, bad value,
         "llmkit:budget.alert_thresholds_percent[1]",
         80,
         "not greater than the threshold before it (80)",
-        "a list of integers 1..1000, strictly increasing (over 100 alerts on the forecast)",
+        "a list of integers 1..1000, strictly increasing: alerts on the actual spend",
     ),
     "bad-email": (
         "llmkit:budget.alert_emails[1]",
@@ -338,6 +338,9 @@ def test_unknown_top_level_llmkit_key() -> None:
             "logging",
             "kms",
             "firewall",
+            "fleet",
+            "alarms",
+            "secrets",
             "tags",
         )
     )
@@ -772,7 +775,11 @@ def test_firewall_section_accepts_safe_values() -> None:
         ],
         "app_port": 9443,
     }
-    config = from_mapping(changed(("llmkit:firewall", firewall)), source="test").firewall
+    egress = {"nat": {"prefix": 28}, "firewall": {"prefix": 28}}
+    subnets = {**GOOD["llmkit:network"]["subnets"], **egress}
+    config = from_mapping(
+        changed(("llmkit:firewall", firewall), ("llmkit:network.subnets", subnets)), source="test"
+    ).firewall
     assert config.app_port == 9443
     assert [(r.tier, r.port, r.cidrs) for r in config.extra_ingress] == [
         ("lb", 443, [IPv4Network("10.1.0.0/16")]),
