@@ -33,6 +33,7 @@ from components.base import Component
 # Where log producers write inside the log bucket.
 ALB_LOG_PREFIX = "alb"
 S3_ACCESS_LOG_PREFIX = "s3/"
+CLOUDTRAIL_PREFIX = "cloudtrail"
 SSE_EXCEPTION_TAG = "llmkit:sse-exception"
 ALB_SSE_EXCEPTION = "alb-access-logs"
 ABORT_MULTIPART_DAYS = 7

@@ -408,6 +408,14 @@ class Fleet(_Section):
             None, description="null (the Deep Learning Base GPU AMI from SSM), or an AMI id ami-<8 or 17 hex>"
         )
     )
+    tls_certificate_arn: (
+        Annotated[str, _check(lambda v: None if ACM_ARN.fullmatch(v) else "not an ACM certificate ARN")]
+        | None
+    ) = Field(
+        None,
+        description="null (the endpoint's certificate), or an ACM certificate ARN for the internal "
+        "model load balancer",
+    )
     ami_ssm_parameter: Annotated[
         str, _check(lambda v: None if _SSM_PARAMETER.fullmatch(v) else "not an SSM parameter path")
     ] = Field(DLAMI_SSM_PARAMETER, description="an SSM parameter path that holds an AMI id")
