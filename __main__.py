@@ -45,12 +45,14 @@ firewall = Firewall(
     FirewallArgs.from_config(
         cfg,
         network.vpc_id,
-        dmz_subnet_ids=network.subnet_ids["dmz"],
+        firewall_subnet_ids=network.subnet_ids.get("firewall", ()),
         s3_prefix_list_id=s3_prefix_list.id,
         log_kms_key_arn=keys.logs.arn,
     ),
     opts,
 )
+if network.egress_firewall:
+    network.route_app_egress_through(firewall.firewall_endpoint_ids)
 endpoints = PrivateEndpoints(
     "vpce",
     PrivateEndpointsArgs(

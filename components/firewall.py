@@ -5,7 +5,7 @@ every rule is its own ``aws.vpc.SecurityGroupIngressRule`` / ``SecurityGroupEgre
 rule between two tiers names the other tier's group (``referenced_security_group_id``), never a
 CIDR::
 
-    client CIDRs --443 (+80 redirect)--> lb --app_port--> app --model_port--> model
+    client CIDRs --443 (+80 redirect)--> lb --app_port--> app --443--> models_lb --model_port--> model
                                                           app --data ports--> data
                                           app, model --443--> endpoints (VPC interface endpoints)
                                           app --443--> 0.0.0.0/0 (through NAT, or the Network Firewall)
@@ -15,13 +15,16 @@ CIDR::
   same CIDRs except a world-open one: port 80 is never opened to every address. Its only
   egress is the app port to the app group.
 - ``app`` admits the app port from the lb group (plus config's ``extra_ingress`` for tier app);
-  it may reach the model port on the model group, 443 on the endpoints group, the data ports on
-  the data group, and 443 anywhere for its own outbound calls. That last rule is the only
-  world-wide egress: the app subnets have no internet route but through the NAT gateways, and
-  with ``network_firewall`` on, the Network's routes send it through the firewall's domain
-  allow-list first.
-- ``model`` admits the model port from the app group only; its egress is 443 to the endpoints
-  group and to the S3 gateway endpoint's prefix list, nothing else: no internet.
+  it may reach 443 on the models_lb group (the model tier's internal load balancer), 443 on the
+  endpoints group, the data ports on the data group, and 443 anywhere for its own outbound
+  calls. That last rule is the only world-wide egress: the app subnets have no internet route
+  but through the NAT gateways, and with ``network_firewall`` on, the Network's routes send it
+  through the firewall's domain allow-list first (see components/network.py).
+- ``models_lb`` (the internal load balancer in front of the GPU hosts) admits 443 from the app
+  group only, and may reach only the model port on the model group (requests, health checks).
+- ``model`` admits the model port from the models_lb group only: the app tier reaches the hosts
+  through the internal load balancer, nothing else reaches them. Its egress is 443 to the
+  endpoints group and to the S3 gateway endpoint's prefix list, nothing else: no internet.
 - ``data`` admits the data ports from the app group only; ``endpoints`` admits 443 from the app
   and model groups only. Neither has egress rules.
 
@@ -52,7 +55,7 @@ from llmkit.config import DATA_PORTS, DEFAULT_APP_PORT, LOG_RETENTION_DAYS
 if TYPE_CHECKING:
     from llmkit.config import StackConfig
 
-GROUPS = ("lb", "app", "model", "data", "endpoints")
+GROUPS = ("lb", "app", "models_lb", "model", "data", "endpoints")
 HTTPS, HTTP = 443, 80
 NEVER_OPEN = {22: "SSH", 3389: "RDP"}
 DOMAIN_TARGET_TYPES = ("TLS_SNI", "HTTP_HOST")
@@ -64,11 +67,13 @@ Direction = Literal["ingress", "egress"]
 ALLOWED_PEERS: dict[tuple[Direction, str], frozenset[str]] = {
     ("ingress", "lb"): frozenset(),
     ("ingress", "app"): frozenset({"lb"}),
-    ("ingress", "model"): frozenset({"app"}),
+    ("ingress", "models_lb"): frozenset({"app"}),
+    ("ingress", "model"): frozenset({"models_lb"}),
     ("ingress", "data"): frozenset({"app"}),
     ("ingress", "endpoints"): frozenset({"app", "model"}),
     ("egress", "lb"): frozenset({"app"}),
-    ("egress", "app"): frozenset({"model", "endpoints", "data"}),
+    ("egress", "app"): frozenset({"models_lb", "endpoints", "data"}),
+    ("egress", "models_lb"): frozenset({"model"}),
     ("egress", "model"): frozenset({"endpoints"}),
     ("egress", "data"): frozenset(),
     ("egress", "endpoints"): frozenset(),
@@ -80,7 +85,8 @@ PREFIX_LIST_EGRESS_GROUPS = frozenset({"model"})  # the S3 gateway endpoint
 _ROLES = {
     "lb": "load balancer: client HTTPS in, the app tier out",
     "app": "app tier (gateway): from the load balancer only",
-    "model": "model tier (GPU hosts): from the app tier only, no internet",
+    "models_lb": "model tier load balancer: HTTPS from the app tier only, to the model port",
+    "model": "model tier (GPU hosts): from the model load balancer only, no internet",
     "data": "data tier: from the app tier only",
     "endpoints": "VPC interface endpoints: HTTPS from the app and model tiers only",
 }
@@ -147,7 +153,7 @@ class FirewallArgs:
     # The Network Firewall (egress domain allow-list); the rest is used only when it is on.
     network_firewall: bool = False
     egress_allowed_domains: list[str] = field(default_factory=list)
-    dmz_subnet_ids: Sequence[pulumi.Input[str]] = ()
+    firewall_subnet_ids: Sequence[pulumi.Input[str]] = ()
     log_kms_key_arn: pulumi.Input[str] | None = None
     log_retention_days: int = LOG_RETENTION_DAYS[0]
     delete_protection: bool = True
@@ -158,7 +164,7 @@ class FirewallArgs:
         cfg: StackConfig,
         vpc_id: pulumi.Input[str],
         *,
-        dmz_subnet_ids: Sequence[pulumi.Input[str]] = (),
+        firewall_subnet_ids: Sequence[pulumi.Input[str]] = (),
         s3_prefix_list_id: pulumi.Input[str] | None = None,
         log_kms_key_arn: pulumi.Input[str] | None = None,
     ) -> FirewallArgs:
@@ -177,7 +183,7 @@ class FirewallArgs:
             s3_prefix_list_id=s3_prefix_list_id,
             network_firewall=fw.network_firewall,
             egress_allowed_domains=list(fw.egress_allowed_domains),
-            dmz_subnet_ids=dmz_subnet_ids,
+            firewall_subnet_ids=firewall_subnet_ids,
             log_kms_key_arn=log_kms_key_arn,
             log_retention_days=cfg.logging.retention_days,
             delete_protection=cfg.endpoint.deletion_protection,
@@ -207,7 +213,9 @@ def plan_rules(args: FirewallArgs) -> list[Rule]:
     rules += [
         Rule("lb", "egress", app, app, "to the app tier", peer_group="app"),
         Rule("app", "ingress", app, app, "from the load balancer", peer_group="lb"),
-        Rule("app", "egress", model, model, "to the model tier", peer_group="model"),
+        Rule("app", "egress", HTTPS, HTTPS, "to the model load balancer", peer_group="models_lb"),
+        Rule("models_lb", "ingress", HTTPS, HTTPS, "from the app tier", peer_group="app"),
+        Rule("models_lb", "egress", model, model, "to the model hosts", peer_group="model"),
         Rule("app", "egress", HTTPS, HTTPS, "to the VPC interface endpoints", peer_group="endpoints"),
         Rule(
             "app",
@@ -224,7 +232,7 @@ def plan_rules(args: FirewallArgs) -> list[Rule]:
             Rule("data", "ingress", port, port, "from the app tier", peer_group="app"),
         ]
     rules += [
-        Rule("model", "ingress", model, model, "from the app tier", peer_group="app"),
+        Rule("model", "ingress", model, model, "from the model load balancer", peer_group="models_lb"),
         Rule("model", "egress", HTTPS, HTTPS, "to the VPC interface endpoints", peer_group="endpoints"),
         Rule("endpoints", "ingress", HTTPS, HTTPS, "from the app tier", peer_group="app"),
         Rule("endpoints", "ingress", HTTPS, HTTPS, "from the model tier", peer_group="model"),
@@ -339,8 +347,10 @@ class Firewall(Component):
         if args.network_firewall:
             if not args.egress_allowed_domains:
                 raise ValueError("network_firewall needs at least one egress_allowed_domains entry")
-            if not args.dmz_subnet_ids:
-                raise ValueError("network_firewall needs dmz_subnet_ids to place the firewall endpoints in")
+            if not args.firewall_subnet_ids:
+                raise ValueError(
+                    "network_firewall needs firewall_subnet_ids (one per AZ) for the firewall endpoints"
+                )
         super().__init__(name, opts)
 
         self.groups: dict[str, aws.ec2.SecurityGroup] = {
@@ -453,7 +463,7 @@ class Firewall(Component):
             self.child_name("egress"),
             vpc_id=args.vpc_id,
             firewall_policy_arn=self.policy.arn,
-            subnet_mappings=[nfw.FirewallSubnetMappingArgs(subnet_id=s) for s in args.dmz_subnet_ids],
+            subnet_mappings=[nfw.FirewallSubnetMappingArgs(subnet_id=s) for s in args.firewall_subnet_ids],
             delete_protection=args.delete_protection,
             description="llmkit egress firewall: domain allow-list for the app tier's outbound traffic",
             opts=self.child_opts(),

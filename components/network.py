@@ -4,10 +4,24 @@ Tiers (one subnet per tier and AZ, carved by :meth:`llmkit.config.StackConfig.su
 
 - ``dmz``: the load balancer and the NAT gateways. The only tier routed to the internet gateway.
 - ``app``: the gateway / the customer's app. Default route to the NAT gateway of its AZ (or the
-  single NAT gateway when ``nat_gateways: one``).
+  single NAT gateway when ``nat_gateways: one``); with the Network Firewall, to the firewall
+  endpoint of its AZ instead (below).
 - ``model``: GPU hosts. **No default route at all**: its route tables hold only the local route
   and the S3 gateway endpoint's prefix-list route; everything else goes to interface endpoints.
 - ``data``: no default route either.
+
+**The inspected egress path** (``egress_firewall``, from ``llmkit:firewall.network_firewall``)
+follows AWS's distributed Network Firewall model with NAT gateways. Two more subnets per AZ:
+``firewall`` for the firewall endpoints and ``nat`` for the NAT gateways (they leave the dmz, so
+that the load balancer's traffic to the app tier is never hairpinned through the firewall)::
+
+    app --0.0.0.0/0--> firewall endpoint (AZ i) --firewall subnet 0.0.0.0/0--> NAT --> IGW
+    IGW --> NAT --nat subnet: app CIDR i--> firewall endpoint (AZ i) --local--> app (AZ i)
+
+Both directions of a connection cross the same endpoint, as the stateful engine needs. The
+firewall endpoints exist only after the firewall does, so the app tier's default route and the
+NAT subnets' return routes are added by :meth:`Network.route_app_egress_through`; until it is
+called the app tier has no route out at all (fail closed, never around the firewall).
 
 No subnet maps public IPs on launch (the ALB and the NAT gateways get their own addresses), the
 VPC's default security group is stripped of every rule, and the VPC's flow logs (all traffic)
@@ -26,7 +40,7 @@ Whatever no entry allows hits the NACL's implicit deny.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, collapse_addresses
 from typing import Any, Literal
@@ -36,7 +50,7 @@ import pulumi_aws as aws
 
 from components.base import Component
 from llmkit.catalog import load_catalog
-from llmkit.config import DATA_PORTS, DEFAULT_APP_PORT, TIERS, StackConfig
+from llmkit.config import DATA_PORTS, DEFAULT_APP_PORT, EGRESS_SUBNETS, TIERS, StackConfig
 
 ANYWHERE = "0.0.0.0/0"
 EPHEMERAL = (1024, 65535)
@@ -119,10 +133,18 @@ def _rules(
 
 
 def nacl_rules(
-    plan: dict[str, list[str]], app_port: int, model_port: int, data_ports: Sequence[int]
+    plan: dict[str, list[str]],
+    app_port: int,
+    model_port: int,
+    data_ports: Sequence[int],
 ) -> dict[str, dict[str, list[NaclRule]]]:
-    """{tier: {"ingress": [...], "egress": [...]}}: the NACL entries of every tier, in order."""
+    """{subnet kind: {"ingress": [...], "egress": [...]}}: the NACL entries of every kind, in order.
+
+    The kinds are the four tiers, plus ``nat`` and ``firewall`` when ``plan`` has those subnets
+    (the inspected egress path); the NAT gateways are then no longer in the dmz.
+    """
     dmz, app, model, data = (plan[t] for t in TIERS)
+    nat_in_dmz = "nat" not in plan
     eph = [EPHEMERAL]
     rules: dict[str, dict[str, list[NaclRule]]] = {
         "dmz": {
@@ -130,14 +152,14 @@ def nacl_rules(
                 # The load balancer's security group narrows 443 to the allowed client CIDRs.
                 *_rules([ANYWHERE], [443], "HTTPS from clients"),
                 *_rules([ANYWHERE], [80], "HTTP, answered by a redirect to HTTPS"),
-                # Responses to the load balancer's connections to the app tier and to the NAT
-                # gateways' connections to the internet; app traffic to the NAT arrives on 443.
-                *_rules([ANYWHERE], eph, "return traffic"),
+                # Responses to the load balancer's connections to the app tier, and (NAT in the
+                # dmz) to the NAT gateways' connections to the internet.
+                *_rules([ANYWHERE] if nat_in_dmz else app, eph, "return traffic"),
             ],
             "egress": [
                 *_rules(app, [app_port], "load balancer to the app tier"),
-                *_rules([ANYWHERE], [443], "NAT gateway egress to HTTPS"),
-                *_rules([ANYWHERE], eph, "responses to clients and NAT'ed app hosts"),
+                *(_rules([ANYWHERE], [443], "NAT gateway egress to HTTPS") if nat_in_dmz else ()),
+                *_rules([ANYWHERE], eph, "responses to clients (and NAT'ed app hosts)"),
             ],
         },
         "app": {
@@ -148,27 +170,28 @@ def nacl_rules(
                 *_rules([ANYWHERE], eph, "return traffic", also_excluded=[app_port]),
             ],
             "egress": [
-                *_rules(model, [model_port], "app tier to the model port"),
                 *_rules(data, data_ports, "app tier to the data tier"),
-                # Internet HTTPS through the NAT, the interface endpoints and S3.
-                *_rules([ANYWHERE], [443], "HTTPS through the NAT gateway and the VPC endpoints"),
+                # The model tier's internal load balancer, the interface endpoints, S3 and the
+                # internet through the NAT gateways (and the Network Firewall).
+                *_rules([ANYWHERE], [443], "HTTPS: model load balancer, VPC endpoints, NAT"),
                 *_rules(dmz, eph, "responses to the load balancer"),
             ],
         },
         "model": {
             "ingress": [
-                *_rules(app, [model_port], "the model port, only from the app tier"),
-                # The interface endpoints' ENIs live in the model subnets.
-                *_rules([*app, *model], [443], "HTTPS to the interface endpoints"),
+                # The internal load balancer's nodes and the interface endpoints' ENIs live here.
+                *_rules([*app, *model], [443], "HTTPS to the model load balancer and the endpoints"),
+                *_rules(model, [model_port], "the model port, only from the model load balancer"),
                 # Responses from the interface endpoints and from S3 through the gateway endpoint
                 # (S3's addresses are public): the route table, not the NACL, keeps this tier off
-                # the internet. The model port stays reachable from the app tier only (Linux picks
-                # ephemeral ports from 32768-60999, so no reply is ever addressed to it).
+                # the internet. The model port stays reachable from the model subnets only (Linux
+                # picks ephemeral ports from 32768-60999, so no reply is ever addressed to it).
                 *_rules(
                     [ANYWHERE], eph, "return traffic from the endpoints and S3", also_excluded=[model_port]
                 ),
             ],
             "egress": [
+                *_rules(model, [model_port], "model load balancer to the hosts"),
                 *_rules([*app, *model], eph, "responses to the app tier and from the endpoints"),
                 # S3 through the gateway endpoint has public destination addresses; the model
                 # route tables have no default route, so nothing else leaves the VPC.
@@ -180,7 +203,32 @@ def nacl_rules(
             "egress": [*_rules(app, eph, "responses to the app tier")],
         },
     }
+    for kind in EGRESS_SUBNETS:
+        if kind in plan:
+            # The app tier's outbound HTTPS passes the firewall endpoints and the NAT gateways in
+            # both directions, with the app hosts' addresses on the inside.
+            rules[kind] = {
+                "ingress": [
+                    *_rules(app, [443], "outbound HTTPS from the app tier"),
+                    *_rules([ANYWHERE], eph, "responses from the internet"),
+                ],
+                "egress": [
+                    *_rules([ANYWHERE], [443], "outbound HTTPS of the app tier"),
+                    *_rules(app, eph, "responses to the app tier"),
+                ],
+            }
     return rules
+
+
+def firewall_endpoint_in(endpoints: Mapping[str, str], az: str) -> str:
+    """The firewall endpoint of ``az`` in {availability zone: endpoint id}; a clear error if none."""
+    if az not in endpoints:
+        raise ValueError(
+            f"the Network Firewall has no endpoint in {az} "
+            f"(it has: {', '.join(sorted(endpoints)) or 'none'}); "
+            "give it one firewall subnet in every AZ of the network"
+        )
+    return endpoints[az]
 
 
 # --- Network -----------------------------------------------------------------------------------
@@ -225,9 +273,15 @@ class Network(Component):
         super().__init__(name, opts)
         invoke = pulumi.InvokeOptions(parent=self)
 
-        if set(args.subnet_plan) != set(TIERS):
-            raise ValueError(f"subnet_plan must have exactly the tiers {', '.join(TIERS)}")
-        bad = [t for t in TIERS if len(args.subnet_plan[t]) != args.az_count]
+        kinds = set(args.subnet_plan)
+        if kinds not in (set(TIERS), {*TIERS, *EGRESS_SUBNETS}):
+            raise ValueError(
+                f"subnet_plan must have exactly the tiers {', '.join(TIERS)}, plus "
+                f"{' and '.join(EGRESS_SUBNETS)} for the inspected egress path"
+            )
+        self.egress_firewall = kinds != set(TIERS)
+        self.kinds: tuple[str, ...] = (*TIERS, *EGRESS_SUBNETS) if self.egress_firewall else TIERS
+        bad = [t for t in self.kinds if len(args.subnet_plan[t]) != args.az_count]
         if bad:
             raise ValueError(f"subnet_plan tiers {', '.join(bad)} need one CIDR per AZ ({args.az_count})")
         names: Sequence[str] = (
@@ -238,6 +292,8 @@ class Network(Component):
         if len(names) < args.az_count:
             raise ValueError(f"az_count is {args.az_count} but only {len(names)} zones are available")
         self.azs: list[str] = list(names[: args.az_count])
+        self._plan = args.subnet_plan
+        self._egress_routed = False
 
         # --- VPC -----------------------------------------------------------------------------
         self.vpc = aws.ec2.Vpc(
@@ -273,7 +329,7 @@ class Network(Component):
                 )
                 for i, cidr in enumerate(args.subnet_plan[tier])
             ]
-            for tier in TIERS
+            for tier in self.kinds
         }
         self.subnet_ids: dict[str, list[pulumi.Output[str]]] = {
             tier: [s.id for s in subnets] for tier, subnets in self.subnets.items()
@@ -291,29 +347,31 @@ class Network(Component):
         self.nat_gateways: list[aws.ec2.NatGateway] = []
         for i in range(nat_count):
             eip = aws.ec2.Eip(
-                self.child_name(f"nat-eip-{i}"),
+                self.child_name(f"natgw-eip-{i}"),
                 domain="vpc",
-                tags={"Name": self.child_name(f"nat-eip-{i}")},
+                tags={"Name": self.child_name(f"natgw-eip-{i}")},
                 opts=self.child_opts(depends_on=[self.internet_gateway]),
             )
             self.nat_eips.append(eip)
             self.nat_gateways.append(
                 aws.ec2.NatGateway(
-                    self.child_name(f"nat-{i}"),
+                    self.child_name(f"natgw-{i}"),
                     allocation_id=eip.id,
-                    subnet_id=self.subnets["dmz"][i].id,
+                    subnet_id=self.subnets["nat" if self.egress_firewall else "dmz"][i].id,
                     connectivity_type="public",
-                    tags={"Name": self.child_name(f"nat-{i}")},
+                    tags={"Name": self.child_name(f"natgw-{i}")},
                     opts=self.child_opts(depends_on=[self.internet_gateway]),
                 )
             )
 
         # --- route tables: one per tier and AZ; default routes as separate Route resources ----
         # Model and data tables get no route of their own: the S3 gateway endpoint adds its
-        # prefix-list route to them (PrivateEndpoints), and nothing else.
+        # prefix-list route to them (PrivateEndpoints), and nothing else. With the inspected
+        # egress path the app tables get theirs from route_app_egress_through().
         self.route_tables: dict[str, list[aws.ec2.RouteTable]] = {}
         self.routes: list[aws.ec2.Route] = []
-        for tier in TIERS:
+        self._nat_count = nat_count
+        for tier in self.kinds:
             tables = []
             for i, subnet in enumerate(self.subnets[tier]):
                 table = aws.ec2.RouteTable(
@@ -328,21 +386,21 @@ class Network(Component):
                     subnet_id=subnet.id,
                     opts=self.child_opts(),
                 )
-                if tier == "dmz":
+                if tier in ("dmz", "nat"):
                     self.routes.append(
                         aws.ec2.Route(
-                            self.child_name(f"dmz-default-{i}"),
+                            self.child_name(f"{tier}-default-{i}"),
                             route_table_id=table.id,
                             destination_cidr_block=ANYWHERE,
                             gateway_id=self.internet_gateway.id,
                             opts=self.child_opts(),
                         )
                     )
-                elif tier == "app":
+                elif tier == "firewall" or (tier == "app" and not self.egress_firewall):
                     nat = self.nat_gateways[i if nat_count > 1 else 0]
                     self.routes.append(
                         aws.ec2.Route(
-                            self.child_name(f"app-default-{i}"),
+                            self.child_name(f"{tier}-default-{i}"),
                             route_table_id=table.id,
                             destination_cidr_block=ANYWHERE,
                             nat_gateway_id=nat.id,
@@ -358,7 +416,7 @@ class Network(Component):
         # --- network ACLs --------------------------------------------------------------------
         self.nacl_rules = nacl_rules(args.subnet_plan, args.app_port, args.model_port, args.data_ports)
         self.nacls: dict[str, aws.ec2.NetworkAcl] = {}
-        for tier in TIERS:
+        for tier in self.kinds:
             entries = self.nacl_rules[tier]
             for direction, rules in entries.items():
                 if len(rules) > NACL_RULES_PER_DIRECTION:
@@ -456,6 +514,48 @@ class Network(Component):
                 "flow_log_group": self.flow_log_group.name,
             }
         )
+
+    def route_app_egress_through(self, endpoint_ids: pulumi.Input[Mapping[str, str]]) -> list[aws.ec2.Route]:
+        """Send the app tier's egress through the Network Firewall: call once with its endpoints.
+
+        ``endpoint_ids`` maps availability zone -> firewall endpoint id (the Firewall's
+        ``firewall_endpoint_ids``). Adds each app table's default route to the endpoint of its
+        AZ, and to each NAT subnet's table the return route of every app subnet it serves, to
+        the endpoint of that app subnet's AZ, so both directions cross the same endpoint.
+        """
+        if not self.egress_firewall:
+            raise ValueError("route_app_egress_through needs the nat and firewall subnets (network_firewall)")
+        if self._egress_routed:
+            raise ValueError("route_app_egress_through was already called for this network")
+        self._egress_routed = True
+        ids = pulumi.Output.from_input(endpoint_ids)
+
+        def endpoint(az: str) -> pulumi.Output[str]:
+            return ids.apply(lambda found: firewall_endpoint_in(found, az))
+
+        added: list[aws.ec2.Route] = []
+        for i, (az, table) in enumerate(zip(self.azs, self.route_tables["app"], strict=True)):
+            added.append(
+                aws.ec2.Route(
+                    self.child_name(f"app-default-{i}"),
+                    route_table_id=table.id,
+                    destination_cidr_block=ANYWHERE,
+                    vpc_endpoint_id=endpoint(az),
+                    opts=self.child_opts(),
+                )
+            )
+            nat_table = self.route_tables["nat"][i if self._nat_count > 1 else 0]
+            added.append(
+                aws.ec2.Route(
+                    self.child_name(f"nat-return-app-{i}"),
+                    route_table_id=nat_table.id,
+                    destination_cidr_block=self._plan["app"][i],
+                    vpc_endpoint_id=endpoint(az),
+                    opts=self.child_opts(),
+                )
+            )
+        self.routes += added
+        return added
 
 
 # --- PrivateEndpoints --------------------------------------------------------------------------

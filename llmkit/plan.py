@@ -153,8 +153,34 @@ def _make_recorder(region: str) -> Any:
     from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 
     class PlanMocks(Mocks):
+        def __init__(self) -> None:
+            self.subnet_azs: dict[str, str] = {}  # subnet id -> availability zone
+
         def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-            return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs, region)
+            rid = f"{args.name}-id"
+            state = _mock_state(args.typ, args.name, args.inputs, region)
+            if args.typ == "aws:ec2/subnet:Subnet":
+                self.subnet_azs[rid] = str(args.inputs.get("availabilityZone", ""))
+            elif args.typ == "aws:networkfirewall/firewall:Firewall":
+                # AWS reports one endpoint per mapped subnet, keyed by the subnet's AZ.
+                state["firewallStatuses"] = [
+                    {
+                        "syncStates": [
+                            {
+                                "availabilityZone": self.subnet_azs.get(m.get("subnetId", ""), "unknown"),
+                                "attachments": [
+                                    {
+                                        "endpointId": f"vpce-{args.name}-{n}",
+                                        "subnetId": m.get("subnetId", ""),
+                                        "status": "READY",
+                                    }
+                                ],
+                            }
+                            for n, m in enumerate(args.inputs.get("subnetMappings", []))
+                        ]
+                    }
+                ]
+            return rid, state
 
         def call(self, args: MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
             answer = INVOKES.get(args.token)
@@ -306,7 +332,10 @@ def record(
                 outputs[name] = redact(await out.future(with_unknowns=True))
 
     settings.SETTINGS.rpc_manager.clear()
-    _sync_await(run_pulumi_func(body))
+    try:
+        _sync_await(run_pulumi_func(body))
+    finally:
+        settings.SETTINGS.rpc_manager.clear()
     return list(monitor.recorded), outputs
 
 

@@ -510,14 +510,15 @@ def test_subnets_that_do_not_fit() -> None:
 def test_subnet_plan_is_one_subnet_per_az_inside_the_vpc_without_overlap() -> None:
     config = load_stack("prod", ROOT)
     plan = config.subnet_plan()
-    assert list(plan) == list(TIERS)
-    subnets = [s for tier in TIERS for s in plan[tier]]
-    assert all(len(plan[tier]) == config.network.az_count for tier in TIERS)
+    assert list(plan) == [*TIERS, "nat", "firewall"]  # prod has the Network Firewall
+    subnets = [s for tier in plan for s in plan[tier]]
+    assert all(len(plan[tier]) == config.network.az_count for tier in plan)
     assert all(s.subnet_of(config.network.vpc_cidr) for s in subnets)
     assert not [(a, b) for i, a in enumerate(subnets) for b in subnets[i + 1 :] if a.overlaps(b)]
     assert [str(s) for s in plan["data"]] == ["10.40.200.0/24", "10.40.201.0/24", "10.40.202.0/24"]
     assert {s.prefixlen for s in plan["app"] + plan["model"]} == {22}
     assert {s.prefixlen for s in plan["dmz"]} == {24}
+    assert {s.prefixlen for s in plan["nat"] + plan["firewall"]} == {28}
 
 
 def test_subnet_plan_is_deterministic_and_largest_first() -> None:
@@ -753,7 +754,7 @@ def ingress(**changes: Any) -> dict[str, Any]:
 
 def test_stacks_firewall_sections() -> None:
     prod = load_stack("prod", ROOT).firewall
-    assert prod.network_firewall is False  # until the egress routes pass through it
+    assert prod.network_firewall is True  # app egress through the domain allow-list
     assert prod.egress_allowed_domains == [
         "registry.ollama.ai",
         ".huggingface.co",

@@ -40,7 +40,7 @@ def build(run_pulumi: Run, args: FirewallArgs) -> Recorded:
 
 
 def from_stack(run_pulumi: Run, cfg: StackConfig, **kwargs: Any) -> Recorded:
-    kwargs.setdefault("dmz_subnet_ids", ["subnet-dmz-a", "subnet-dmz-b", "subnet-dmz-c"])
+    kwargs.setdefault("firewall_subnet_ids", ["subnet-fw-a", "subnet-fw-b", "subnet-fw-c"])
     kwargs.setdefault("s3_prefix_list_id", "pl-s3")
     return build(run_pulumi, FirewallArgs.from_config(cfg, "vpc-1", **kwargs))
 
@@ -118,13 +118,16 @@ def test_the_chain_of_tiers_for_an_ollama_stack(run_pulumi: Run) -> None:
     assert edges(rec, EGRESS, "lb") == {(app, app, "app")}
     assert edges(rec, INGRESS, "app") == {(app, app, "lb")}
     assert edges(rec, EGRESS, "app") == {
-        (model, model, "model"),
+        (443, 443, "models_lb"),
         (443, 443, "endpoints"),
         (443, 443, "0.0.0.0/0"),
         (443, 443, "data"),
         (5432, 5432, "data"),
     }
-    assert edges(rec, INGRESS, "model") == {(model, model, "app")}
+    # The app tier reaches the hosts only through the model tier's internal load balancer.
+    assert edges(rec, INGRESS, "models_lb") == {(443, 443, "app")}
+    assert edges(rec, EGRESS, "models_lb") == {(model, model, "model")}
+    assert edges(rec, INGRESS, "model") == {(model, model, "models_lb")}
     assert edges(rec, EGRESS, "model") == {(443, 443, "endpoints"), (443, 443, "prefix-list:pl-s3")}
     assert edges(rec, INGRESS, "data") == {(443, 443, "app"), (5432, 5432, "app")}
     assert edges(rec, EGRESS, "data") == set()
@@ -148,8 +151,9 @@ def test_model_port_follows_the_runtime(run_pulumi: Run) -> None:
     )
     rec = from_stack(run_pulumi, cfg)
     assert PORTS["vllm"] == 8000
-    assert edges(rec, INGRESS, "model") == {(8000, 8000, "app")}
-    assert (8000, 8000, "model") in edges(rec, EGRESS, "app")
+    assert edges(rec, INGRESS, "model") == {(8000, 8000, "models_lb")}
+    assert edges(rec, EGRESS, "models_lb") == {(8000, 8000, "model")}
+    assert not any(port == 8000 for port, _, _ in edges(rec, EGRESS, "app"))
 
 
 def test_app_port_comes_from_config(run_pulumi: Run) -> None:
@@ -318,7 +322,7 @@ def test_network_firewall_with_prods_allow_list(run_pulumi: Run) -> None:
 
     (fw,) = rec.of_type(f"{NFW}/firewall:Firewall")
     assert fw.inputs["subnetMappings"] == [
-        {"subnetId": s} for s in ("subnet-dmz-a", "subnet-dmz-b", "subnet-dmz-c")
+        {"subnetId": s} for s in ("subnet-fw-a", "subnet-fw-b", "subnet-fw-c")
     ]
     assert fw.inputs["vpcId"] == "vpc-1"
     assert fw.inputs["firewallPolicyArn"].endswith(f":{policy.name}")
@@ -346,10 +350,10 @@ def test_no_network_firewall_when_disabled(run_pulumi: Run, stack: str) -> None:
 
 
 def test_network_firewall_needs_subnets_and_domains(run_pulumi: Run) -> None:
-    with pytest.raises(ValueError, match="dmz_subnet_ids"):
+    with pytest.raises(ValueError, match="firewall_subnet_ids"):
         build(run_pulumi, safe_args(network_firewall=True, egress_allowed_domains=["registry.ollama.ai"]))
     with pytest.raises(ValueError, match="egress_allowed_domains"):
-        build(run_pulumi, safe_args(network_firewall=True, dmz_subnet_ids=["subnet-a"]))
+        build(run_pulumi, safe_args(network_firewall=True, firewall_subnet_ids=["subnet-a"]))
 
 
 def test_rule_group_capacity_leaves_room_to_grow() -> None:

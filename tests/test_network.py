@@ -24,10 +24,11 @@ from components.network import (
     NetworkArgs,
     PrivateEndpoints,
     PrivateEndpointsArgs,
+    firewall_endpoint_in,
     without_ports,
 )
 from llmkit.catalog import load_catalog
-from llmkit.config import DATA_PORTS, TIERS, StackConfig, load_stack
+from llmkit.config import DATA_PORTS, EGRESS_SUBNETS, TIERS, StackConfig, load_stack
 from llmkit.plan import MOCK_ACCOUNT_ID, PlannedResource
 from tests.conftest import ROOT, Recorded
 
@@ -43,9 +44,16 @@ NACL = "aws:ec2/networkAcl:NetworkAcl"
 ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
 
 
-def _program(cfg: StackConfig) -> Callable[[], None]:
+def fw_endpoints(cfg: StackConfig) -> dict[str, str]:
+    """Stand-ins for the Network Firewall's endpoint ids, by availability zone."""
+    return {f"{cfg.region}{z}": f"vpce-fw-{z}" for z in "abcdef"[: cfg.network.az_count]}
+
+
+def _program(cfg: StackConfig, route_egress: bool = True) -> Callable[[], None]:
     def program() -> None:
         net = Network("net", NetworkArgs.from_config(cfg, KEY_ARN))
+        if net.egress_firewall and route_egress:
+            net.route_app_egress_through(fw_endpoints(cfg))
         PrivateEndpoints(
             "endpoints",
             PrivateEndpointsArgs(
@@ -107,8 +115,9 @@ def test_subnets_match_the_plan_and_map_no_public_ips(network: tuple[StackConfig
     cfg, rec = network
     plan = cfg.subnet_plan()
     subnets = rec.of_type(SUBNET)
-    assert len(subnets) == len(TIERS) * cfg.network.az_count
-    for tier in TIERS:
+    assert len(subnets) == len(plan) * cfg.network.az_count
+    assert set(plan) == set(TIERS) | (set(EGRESS_SUBNETS) if cfg.firewall.network_firewall else set())
+    for tier in plan:
         assert len(plan[tier]) == cfg.network.az_count
         zones = []
         for i, cidr in enumerate(plan[tier]):
@@ -124,7 +133,7 @@ def test_subnets_match_the_plan_and_map_no_public_ips(network: tuple[StackConfig
 def test_each_subnet_uses_its_tiers_route_table_of_its_az(network: tuple[StackConfig, Recorded]) -> None:
     cfg, rec = network
     associations = {a.inputs["subnetId"]: a.inputs["routeTableId"] for a in rec.of_type(ASSOCIATION)}
-    for tier in TIERS:
+    for tier in cfg.subnet_plan():
         for i in range(cfg.network.az_count):
             assert associations[f"net-{tier}-{i}-id"] == f"net-{tier}-rt-{i}-id"
     assert len(associations) == len(rec.of_type(SUBNET))
@@ -158,17 +167,96 @@ def test_dmz_routes_to_the_internet_gateway(network: tuple[StackConfig, Recorded
         ]
 
 
+def _routes_of(rec: Recorded, table: PlannedResource) -> list[dict[str, Any]]:
+    return [r.inputs for r in rec.of_type(ROUTE) if r.inputs["routeTableId"] == _id(table)]
+
+
 def test_app_routes_go_to_the_nat_of_their_az(network: tuple[StackConfig, Recorded]) -> None:
     cfg, rec = network
     nat_ids = [_id(n) for n in sorted(rec.of_type(NAT), key=lambda n: n.name)]
+    endpoints = list(fw_endpoints(cfg).values())
     for i, table in enumerate(_tables(rec, "app")):
-        routes = [r for r in rec.of_type(ROUTE) if r.inputs["routeTableId"] == _id(table)]
+        routes = _routes_of(rec, table)
         assert len(routes) == 1
-        route = routes[0].inputs
+        route = routes[0]
         assert route["destinationCidrBlock"] == ANYWHERE
         assert not route.get("gatewayId")
-        expected = nat_ids[i] if cfg.network.nat_gateways == "per_az" else nat_ids[0]
-        assert route["natGatewayId"] == expected
+        nat = nat_ids[i] if cfg.network.nat_gateways == "per_az" else nat_ids[0]
+        if cfg.firewall.network_firewall:  # through the firewall endpoint of the same AZ
+            assert route["vpcEndpointId"] == endpoints[i]
+            assert not route.get("natGatewayId")
+        else:
+            assert route["natGatewayId"] == nat
+
+
+@pytest.mark.parametrize("nat_gateways", ["per_az", "one"])
+def test_inspected_egress_crosses_the_same_firewall_endpoint_both_ways(
+    run_pulumi: Callable[..., Recorded], nat_gateways: str
+) -> None:
+    base = load_stack("prod", ROOT)
+    assert base.firewall.network_firewall
+    cfg = base.model_copy(update={"network": base.network.model_copy(update={"nat_gateways": nat_gateways})})
+    cfg.network._plan = base.network._plan
+    rec = run_pulumi(_program(cfg), region=cfg.region)
+    plan, azs = cfg.subnet_plan(), cfg.network.az_count
+    endpoints = list(fw_endpoints(cfg).values())
+    nats = sorted(rec.of_type(NAT), key=lambda n: n.name)
+    assert len(nats) == (azs if nat_gateways == "per_az" else 1)
+    # NAT gateways live in the nat subnets, not in the dmz with the load balancer.
+    assert [n.inputs["subnetId"] for n in nats] == [f"net-nat-{i}-id" for i in range(len(nats))]
+    for i, table in enumerate(_tables(rec, "firewall")):  # firewall subnet -> its AZ's NAT
+        nat = _id(nats[i] if nat_gateways == "per_az" else nats[0])
+        assert _routes_of(rec, table) == [
+            {"destinationCidrBlock": ANYWHERE, "natGatewayId": nat, "routeTableId": _id(table)}
+        ]
+    returns: dict[str, str] = {}
+    for table in _tables(rec, "nat"):  # nat subnet -> IGW, and each app CIDR back to its endpoint
+        routes = _routes_of(rec, table)
+        assert {
+            "destinationCidrBlock": ANYWHERE,
+            "gatewayId": "net-igw-id",
+            "routeTableId": _id(table),
+        } in routes
+        returns |= {r["destinationCidrBlock"]: r["vpcEndpointId"] for r in routes if "vpcEndpointId" in r}
+    assert returns == {str(plan["app"][i]): endpoints[i] for i in range(azs)}
+    # The load balancer's dmz sends nothing through the firewall: only its IGW route.
+    for table in _tables(rec, "dmz"):
+        assert [r.get("gatewayId") for r in _routes_of(rec, table)] == ["net-igw-id"]
+
+
+def test_without_firewall_endpoints_the_app_tier_has_no_way_out(run_pulumi: Callable[..., Recorded]) -> None:
+    cfg = load_stack("prod", ROOT)
+    rec = run_pulumi(_program(cfg, route_egress=False), region=cfg.region)
+    for table in _tables(rec, "app"):
+        assert _routes_of(rec, table) == []
+
+
+def test_egress_routing_refuses_misuse(run_pulumi: Callable[..., Recorded]) -> None:
+    prod, dev = load_stack("prod", ROOT), load_stack("dev", ROOT)
+
+    def twice() -> None:
+        net = Network("net", NetworkArgs.from_config(prod, KEY_ARN))
+        net.route_app_egress_through(fw_endpoints(prod))
+        net.route_app_egress_through(fw_endpoints(prod))
+
+    with pytest.raises(ValueError, match="already called"):
+        run_pulumi(twice, region=prod.region)
+
+    def no_firewall_subnets() -> None:
+        Network("net", NetworkArgs.from_config(dev, KEY_ARN)).route_app_egress_through({})
+
+    with pytest.raises(ValueError, match="needs the nat and firewall subnets"):
+        run_pulumi(no_firewall_subnets, region=dev.region)
+
+
+def test_a_missing_firewall_endpoint_is_named() -> None:
+    # Routes resolve the endpoint of their AZ through this when the firewall's statuses arrive.
+    found = {"eu-central-1a": "vpce-a", "eu-central-1b": "vpce-b"}
+    assert firewall_endpoint_in(found, "eu-central-1b") == "vpce-b"
+    with pytest.raises(
+        ValueError, match=r"no endpoint in eu-central-1c \(it has: eu-central-1a, eu-central-1b\)"
+    ):
+        firewall_endpoint_in(found, "eu-central-1c")
 
 
 @pytest.mark.parametrize(("stack", "expected"), [("dev", 1), ("prod", 3)])
@@ -178,9 +266,10 @@ def test_nat_gateways_one_or_per_az(run_pulumi: Callable[..., Recorded], stack: 
     nats = sorted(rec.of_type(NAT), key=lambda n: n.name)
     assert len(nats) == expected
     assert expected == (1 if cfg.network.nat_gateways == "one" else cfg.network.az_count)
+    home = "nat" if cfg.firewall.network_firewall else "dmz"
     for i, nat in enumerate(nats):
-        assert nat.inputs["subnetId"] == f"net-dmz-{i}-id"
-        eip = rec.named(f"net-nat-eip-{i}")
+        assert nat.inputs["subnetId"] == f"net-{home}-{i}-id"
+        eip = rec.named(f"net-natgw-eip-{i}")
         assert eip.inputs["domain"] == "vpc"
         assert nat.inputs["allocationId"] == _id(eip)
 
@@ -230,8 +319,8 @@ def test_flow_logs_capture_all_traffic_to_an_encrypted_group(network: tuple[Stac
 
 def test_every_tier_has_a_nacl_on_its_subnets(network: tuple[StackConfig, Recorded]) -> None:
     cfg, rec = network
-    assert len(rec.of_type(NACL)) == len(TIERS)
-    for tier in TIERS:
+    assert len(rec.of_type(NACL)) == len(cfg.subnet_plan())
+    for tier in cfg.subnet_plan():
         nacl = rec.named(f"net-{tier}-nacl")
         assert nacl.inputs["subnetIds"] == [f"net-{tier}-{i}-id" for i in range(cfg.network.az_count)]
         for direction in ("ingress", "egress"):
@@ -254,15 +343,33 @@ def _ingress_to(rec: Recorded, tier: str, port: int) -> list[str]:
     return [e["cidrBlock"] for e in entries if e["fromPort"] <= port <= e["toPort"]]
 
 
-def test_model_port_only_from_the_app_tier(network: tuple[StackConfig, Recorded]) -> None:
+def test_model_port_only_from_the_model_load_balancer(network: tuple[StackConfig, Recorded]) -> None:
     cfg, rec = network
     model_port = load_catalog().runtime(cfg.runtime).port
-    app = cfg.subnet_plan()["app"]
+    plan = cfg.subnet_plan()
+    # The internal load balancer's nodes live in the model subnets: the port is open from
+    # there only, and the app tier reaches the balancer on 443.
     sources = _ingress_to(rec, "model", model_port)
-    assert sources, "the model port must be reachable from the app tier"
-    assert all(_within(cidr, app) for cidr in sources), sources
-    # ... and from every app subnet.
-    assert all(any(s.subnet_of(IPv4Network(c)) for c in sources) for s in app)
+    assert sources, "the model port must be reachable from the model subnets"
+    assert all(_within(cidr, plan["model"]) for cidr in sources), sources
+    assert all(any(s.subnet_of(IPv4Network(c)) for c in sources) for s in plan["model"])
+    https = _ingress_to(rec, "model", 443)
+    assert all(any(s.subnet_of(IPv4Network(c)) for c in https) for s in plan["app"])
+
+
+def test_egress_subnets_pass_only_the_app_tiers_https(run_pulumi: Callable[..., Recorded]) -> None:
+    cfg = load_stack("prod", ROOT)
+    rec = run_pulumi(_program(cfg), region=cfg.region)
+    app = cfg.subnet_plan()["app"]
+    for kind in EGRESS_SUBNETS:
+        nacl = rec.named(f"net-{kind}-nacl")
+        https_in = [e for e in nacl.inputs["ingress"] if e["fromPort"] <= 443 <= e["toPort"]]
+        assert https_in and all(_within(e["cidrBlock"], app) for e in https_in)
+        back = [e for e in nacl.inputs["egress"] if e["fromPort"] >= 1024]
+        assert back and all(_within(e["cidrBlock"], app) for e in back)
+    # With the NAT gateways gone from the dmz, the dmz no longer sends HTTPS to the internet.
+    dmz_out = rec.named("net-dmz-nacl").inputs["egress"]
+    assert not [e for e in dmz_out if e["cidrBlock"] == ANYWHERE and e["fromPort"] <= 443 <= e["toPort"]]
 
 
 def test_app_port_only_from_the_dmz_and_data_ports_only_from_the_app_tier(

@@ -57,7 +57,7 @@ def test_tier_rules_reference_groups_and_never_open_ssh_or_rdp(stack: str) -> No
         assert "cidrIpv6" not in rule.inputs
     model_in = [r for r in rules if r.name.startswith("fw-model-in")]
     assert [(r.inputs["fromPort"], r.inputs["referencedSecurityGroupId"]) for r in model_in] == [
-        (port, "fw-app-id")
+        (port, "fw-models_lb-id")
     ]
 
 
@@ -98,3 +98,36 @@ def test_flow_logs_and_log_groups_are_encrypted_with_retention(stack: str) -> No
     for group in of_type(plan, "aws:cloudwatch/logGroup:LogGroup"):
         assert group.inputs["kmsKeyId"] == "arn:aws:kms:eu-central-1:123456789012:keys-logs", group.name
         assert group.inputs["retentionInDays"] == plan.config.logging.retention_days, group.name
+
+
+def test_prod_sends_app_egress_through_the_network_firewall() -> None:
+    plan = plan_of("prod")
+    assert plan.config.firewall.network_firewall
+    (firewall,) = of_type(plan, "aws:networkfirewall/firewall:Firewall")
+    azs = plan.config.network.az_count
+    # One endpoint per AZ, in the dedicated firewall subnets.
+    assert [m["subnetId"] for m in firewall.inputs["subnetMappings"]] == [
+        f"net-firewall-{i}-id" for i in range(azs)
+    ]
+    (policy,) = of_type(plan, "aws:networkfirewall/firewallPolicy:FirewallPolicy")
+    assert firewall.inputs["firewallPolicyArn"].endswith(policy.name)
+    (rules,) = of_type(plan, "aws:networkfirewall/ruleGroup:RuleGroup")
+    source = rules.inputs["ruleGroup"]["rulesSource"]["rulesSourceList"]
+    assert source["generatedRulesType"] == "ALLOWLIST"
+    assert source["targets"] == plan.config.firewall.egress_allowed_domains
+    routes = {r.name: r.inputs for r in of_type(plan, "aws:ec2/route:Route")}
+    for i in range(azs):
+        # The mock names endpoint n after the n-th subnet mapping, which is in AZ n.
+        assert routes[f"net-app-default-{i}"]["vpcEndpointId"] == f"vpce-fw-egress-{i}"
+        assert routes[f"net-nat-return-app-{i}"]["vpcEndpointId"] == f"vpce-fw-egress-{i}"
+        assert routes[f"net-firewall-default-{i}"]["natGatewayId"] == f"net-natgw-{i}-id"
+        assert routes[f"net-nat-default-{i}"]["gatewayId"] == "net-igw-id"
+    assert not [r for r in routes.values() if r.get("natGatewayId") and "app-rt" in r["routeTableId"]]
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_without_the_network_firewall_app_egress_goes_to_nat(stack: str) -> None:
+    plan = plan_of(stack)
+    assert not of_type(plan, "aws:networkfirewall/firewall:Firewall")
+    routes = {r.name: r.inputs for r in of_type(plan, "aws:ec2/route:Route")}
+    assert routes["net-app-default-0"]["natGatewayId"] == "net-natgw-0-id"
