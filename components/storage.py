@@ -1,4 +1,4 @@
-"""S3 buckets hardened by default, and the log bucket for ALB and S3 access logs.
+"""S3 buckets hardened by default, and the log bucket for ALB, S3 access and CloudTrail logs.
 
 :class:`SecureBucket` is an S3 bucket with, unless the arguments say otherwise:
 
@@ -9,7 +9,9 @@
   TLS older than 1.2, plus the caller's statements;
 - versioning on, noncurrent versions expired after ``noncurrent_days``, incomplete multipart
   uploads aborted after 7 days, current versions expired after ``expire_days`` when given;
-- server access logging to ``access_log_bucket`` when given.
+- server access logging to ``access_log_bucket`` when given;
+- Pulumi's auto-generated name, or ``bucket_name`` when the bucket must be named before it exists
+  (e.g. the model store: a VPC endpoint policy created before it names it).
 
 SSE-S3 (AES256) instead of SSE-KMS is an explicit exception: it needs ``sse_s3_reason``.
 
@@ -17,10 +19,20 @@ SSE-S3 (AES256) instead of SSE-KMS is an explicit exception: it needs ``sse_s3_r
 Balancer access logs can only be delivered to buckets encrypted with SSE-S3** (ELB does not
 support SSE-KMS for access logs). The bucket is tagged ``llmkit:sse-exception = alb-access-logs``
 so that the policy pack's SSE-KMS rule can exempt exactly this bucket, with this reason.
+
+The log bucket is also the CloudTrail destination when ``cloudtrail_trail_name`` is given: its
+policy then lets ``cloudtrail.amazonaws.com`` read the bucket ACL and write objects under
+``cloudtrail/AWSLogs/<account>/``, both only on behalf of that one trail (``aws:SourceArn``), and
+writes only with ``x-amz-acl = bucket-owner-full-control``. The SSE-S3 default does not weaken
+CloudTrail's files: the trail encrypts every log file itself with SSE-KMS under the ``logs`` key
+(the trail's ``kms_key_id``), and a request's explicit encryption overrides the bucket default.
+So the bucket's one SSE exception stays scoped to the ALB logs, which cannot be KMS-encrypted.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,20 +46,29 @@ from components.base import Component
 ALB_LOG_PREFIX = "alb"
 S3_ACCESS_LOG_PREFIX = "s3/"
 CLOUDTRAIL_PREFIX = "cloudtrail"
+CLOUDTRAIL_SERVICE = "cloudtrail.amazonaws.com"
 SSE_EXCEPTION_TAG = "llmkit:sse-exception"
 ALB_SSE_EXCEPTION = "alb-access-logs"
 ABORT_MULTIPART_DAYS = 7
 
-PolicyStatements = list[dict[str, Any]] | Callable[[pulumi.Output[str]], list[dict[str, Any]]]
+Statements = list[dict[str, Any]] | pulumi.Output[list[dict[str, Any]]]
+PolicyStatements = Statements | Callable[[pulumi.Output[str]], Statements]
+
+# CloudTrail trail names: 3-128 letters, digits, '.', '_' or '-', starting and ending with a letter
+# or digit, no '._-' next to each other (docs.aws.amazon.com/awscloudtrail/latest/APIReference).
+_TRAIL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|[._-](?![._-])){1,126}[A-Za-z0-9]")
 
 
 @dataclass
 class SecureBucketArgs:
     """Arguments of :class:`SecureBucket`.
 
-    ``extra_policy_statements`` are IAM policy statements (plain dicts; values may be Outputs),
-    or a function from the bucket ARN to such statements when they must name the bucket.
+    ``extra_policy_statements`` are IAM policy statements (plain dicts; values may be Outputs; or
+    an Output of the whole list), or a function from the bucket ARN to such statements when they
+    must name the bucket.
     ``access_log_prefix`` "" means ``s3/<component name>/``, the prefix the log bucket admits.
+    ``bucket_name`` None means Pulumi's auto-name; an explicit (globally unique) name is for buckets
+    that other resources must name before the bucket exists.
     """
 
     kms_key_arn: pulumi.Input[str] | None
@@ -60,6 +81,7 @@ class SecureBucketArgs:
     extra_policy_statements: PolicyStatements = field(default_factory=list)
     force_destroy: bool = False
     tags: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    bucket_name: pulumi.Input[str] | None = None
 
     def __post_init__(self) -> None:
         if self.kms_key_arn is None and not (self.sse_s3_reason or "").strip():
@@ -109,6 +131,7 @@ class SecureBucket(Component):
         self.args = args
         self.bucket = aws.s3.Bucket(
             self.child_name("bucket"),
+            bucket=args.bucket_name,
             force_destroy=args.force_destroy,
             tags=dict(args.tags),
             opts=self.child_opts(),
@@ -191,11 +214,16 @@ class SecureBucket(Component):
         )
 
         extra = args.extra_policy_statements
-        statements = [*tls_deny_statements(self.arn), *(extra(self.arn) if callable(extra) else extra)]
+        statements = pulumi.Output.all(
+            pulumi.Output.from_input(tls_deny_statements(self.arn)),
+            pulumi.Output.from_input(extra(self.arn) if callable(extra) else extra),
+        )
         self.policy = aws.s3.BucketPolicy(
             self.child_name("policy"),
             bucket=bucket,
-            policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements}),
+            policy=statements.apply(
+                lambda v: json.dumps({"Version": "2012-10-17", "Statement": [*v[0], *v[1]]})
+            ),
             # S3 refuses concurrent configuration changes of one bucket; and with the public access
             # block in place first, a policy that would make the bucket public is refused.
             opts=self.child_opts(depends_on=[self.public_access_block, self.ownership_controls]),
@@ -211,20 +239,35 @@ class SecureBucket(Component):
                 opts=self.child_opts(),
             )
 
-        self.register_outputs({"bucket_name": self.bucket_name, "arn": self.arn})
+        self.register_outputs(self._outputs())
+
+    def _outputs(self) -> dict[str, Any]:
+        """What the component registers as its outputs; subclasses add theirs."""
+        return {"bucket_name": self.bucket_name, "arn": self.arn}
 
 
 class LogBucket(SecureBucket):
-    """The log bucket: ALB access logs under ``alb/`` and S3 server access logs under ``s3/``.
+    """The log bucket: ALB access logs under ``alb/``, S3 server access logs under ``s3/`` and,
+    with ``cloudtrail_trail_name``, that trail's log files under ``cloudtrail/``.
 
     SSE-S3, not SSE-KMS: ALB access logs can only be written to SSE-S3 buckets. This is the
     project's one documented SSE-KMS exemption; the bucket carries the tag
-    ``llmkit:sse-exception = alb-access-logs`` for the policy pack. Objects (and noncurrent
-    versions after ``noncurrent_days``) expire after ``retention_days``. The bucket does not log its
-    own access (that would log into itself).
+    ``llmkit:sse-exception = alb-access-logs`` for the policy pack. CloudTrail's files are not
+    covered by the exemption: the trail encrypts them with SSE-KMS under the ``logs`` key itself
+    (give the trail ``kms_key_id=keys.logs.arn``). Objects (and noncurrent versions after
+    ``noncurrent_days``) expire after ``retention_days``, CloudTrail's included. The bucket does
+    not log its own access (that would log into itself).
 
-    Give the ALB ``access_logs={"bucket": log.bucket_name, "prefix": ALB_LOG_PREFIX, "enabled": True}``
-    and other buckets ``SecureBucketArgs(access_log_bucket=log.bucket_name)``.
+    CloudTrail may read the bucket ACL and write ``cloudtrail/AWSLogs/<account>/*`` only for the
+    trail ``arn:<partition>:cloudtrail:<region>:<account>:trail/<cloudtrail_trail_name>``
+    (``aws:SourceArn``; the trail lives in ``region``, the stack's region), and writes only with
+    ``s3:x-amz-acl = bucket-owner-full-control``. The name is passed rather than the trail's ARN
+    because the trail needs this policy in place before it can be created.
+
+    Give the ALB ``access_logs={"bucket": log.bucket_name, "prefix": ALB_LOG_PREFIX, "enabled": True}``,
+    other buckets ``SecureBucketArgs(access_log_bucket=log.bucket_name)`` and the trail
+    ``s3_bucket_name=log.bucket_name, s3_key_prefix=CLOUDTRAIL_PREFIX, name=<cloudtrail_trail_name>``
+    with ``depends_on=[log.policy]``.
     """
 
     TYPE = "llmkit:aws:LogBucket"
@@ -239,8 +282,16 @@ class LogBucket(SecureBucket):
         noncurrent_days: int = 30,
         force_destroy: bool = False,
         tags: Mapping[str, pulumi.Input[str]] | None = None,
+        cloudtrail_trail_name: str | None = None,
     ) -> None:
+        if cloudtrail_trail_name is not None and not _TRAIL_NAME.fullmatch(cloudtrail_trail_name):
+            raise ValueError(
+                f"LogBucket: cloudtrail_trail_name {cloudtrail_trail_name!r} is not a CloudTrail trail name "
+                "(3-128 letters, digits, '.', '_' or '-'; starting and ending with a letter or digit; "
+                "no two of '._-' in a row)"
+            )
         self.region = region
+        self.cloudtrail_trail_name = cloudtrail_trail_name
 
         def statements(arn: pulumi.Output[str]) -> list[dict[str, Any]]:
             # Called by SecureBucket.__init__ once the component exists, so invokes can parent to it.
@@ -248,7 +299,7 @@ class LogBucket(SecureBucket):
             account_id = aws.get_caller_identity_output(opts=invoke_opts).account_id
             elb_account = aws.elb.get_service_account_output(region=region, opts=invoke_opts)
             alb_objects = pulumi.Output.concat(arn, f"/{ALB_LOG_PREFIX}/AWSLogs/", account_id, "/*")
-            return [
+            statements: list[dict[str, Any]] = [
                 {
                     "Sid": "AlbLogDeliveryRegionalAccount",
                     "Effect": "Allow",
@@ -272,6 +323,45 @@ class LogBucket(SecureBucket):
                     "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
                 },
             ]
+            if cloudtrail_trail_name is not None:
+                partition = aws.get_partition_output(opts=invoke_opts).partition
+                trail_region: pulumi.Input[str] = (
+                    region if region is not None else aws.get_region_output(opts=invoke_opts).region
+                )
+                trail_arn = pulumi.Output.concat(
+                    "arn:",
+                    partition,
+                    ":cloudtrail:",
+                    trail_region,
+                    ":",
+                    account_id,
+                    f":trail/{cloudtrail_trail_name}",
+                )
+                trail_objects = pulumi.Output.concat(arn, f"/{CLOUDTRAIL_PREFIX}/AWSLogs/", account_id, "/*")
+                statements += [
+                    {
+                        "Sid": "CloudTrailAclCheck",
+                        "Effect": "Allow",
+                        "Principal": {"Service": CLOUDTRAIL_SERVICE},
+                        "Action": "s3:GetBucketAcl",
+                        "Resource": arn,
+                        "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
+                    },
+                    {
+                        "Sid": "CloudTrailWrite",
+                        "Effect": "Allow",
+                        "Principal": {"Service": CLOUDTRAIL_SERVICE},
+                        "Action": "s3:PutObject",
+                        "Resource": trail_objects,
+                        "Condition": {
+                            "StringEquals": {
+                                "s3:x-amz-acl": "bucket-owner-full-control",
+                                "aws:SourceArn": trail_arn,
+                            }
+                        },
+                    },
+                ]
+            return statements
 
         super().__init__(
             name,

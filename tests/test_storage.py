@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.storage import LogBucket, SecureBucket, SecureBucketArgs
+from components.storage import CLOUDTRAIL_PREFIX, LogBucket, SecureBucket, SecureBucketArgs
 from llmkit.plan import ELB_LOG_ACCOUNTS, MOCK_ACCOUNT_ID
 from tests.conftest import Recorded
 
@@ -233,3 +233,99 @@ def test_log_bucket_policy_admits_log_delivery(logs: Recorded) -> None:
     assert deny["Resource"] == [arn, f"{arn}/*"]
     allows = [s for s in statements if s["Effect"] == "Allow"]
     assert len(allows) == 3 and all(s["Action"] == "s3:PutObject" for s in allows)
+
+
+# --- the log bucket as CloudTrail's destination --------------------------------------------------
+
+TRAIL = "llmkit-test-trail"
+
+
+@pytest.fixture
+def trail_logs(run_pulumi: Callable[..., Recorded]) -> Recorded:
+    return run_pulumi(
+        lambda: LogBucket("logs", 365, "eu-central-1", cloudtrail_trail_name=TRAIL), region="eu-central-1"
+    )
+
+
+def test_log_bucket_admits_exactly_one_trail(trail_logs: Recorded) -> None:
+    statements = _policy(trail_logs, "logs")
+    arn = f"arn:aws:s3:eu-central-1:{MOCK_ACCOUNT_ID}:logs-bucket"
+    trail_arn = f"arn:aws:cloudtrail:eu-central-1:{MOCK_ACCOUNT_ID}:trail/{TRAIL}"
+    trail = [s for s in statements if s["Principal"] == {"Service": "cloudtrail.amazonaws.com"}]
+    assert len(trail) == 2
+    acl = next(s for s in trail if s["Action"] == "s3:GetBucketAcl")
+    assert (acl["Effect"], acl["Resource"]) == ("Allow", arn)  # the bucket, not its objects
+    assert acl["Condition"] == {"StringEquals": {"aws:SourceArn": trail_arn}}
+    write = next(s for s in trail if s["Action"] == "s3:PutObject")
+    assert write["Effect"] == "Allow"
+    assert write["Resource"] == f"{arn}/{CLOUDTRAIL_PREFIX}/AWSLogs/{MOCK_ACCOUNT_ID}/*"
+    assert write["Condition"] == {
+        "StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control", "aws:SourceArn": trail_arn}
+    }
+
+
+def test_log_bucket_with_trail_keeps_alb_and_access_log_delivery(
+    trail_logs: Recorded, logs: Recorded
+) -> None:
+    with_trail = _policy(trail_logs, "logs")
+    without = _policy(logs, "logs")
+    # Every statement of the plain log bucket is still there, unchanged; the trail only adds two.
+    assert [s for s in with_trail if s["Principal"] != {"Service": "cloudtrail.amazonaws.com"}] == without
+    assert len(with_trail) == len(without) + 2
+    # CloudTrail encrypts its files with the logs key itself: the bucket default stays SSE-S3.
+    rules = trail_logs.named("logs-encryption").inputs["rules"]
+    assert rules == [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]
+
+
+def test_log_bucket_without_trail_admits_no_cloudtrail(logs: Recorded) -> None:
+    assert not any("cloudtrail" in json.dumps(s) for s in _policy(logs, "logs"))
+
+
+def test_trail_arn_uses_the_provider_region_when_none_is_given(run_pulumi: Callable[..., Recorded]) -> None:
+    rec = run_pulumi(lambda: LogBucket("logs", 30, cloudtrail_trail_name="t-1"), region="eu-west-1")
+    write = next(s for s in _policy(rec, "logs") if s.get("Sid") == "CloudTrailWrite")
+    trail_arn = f"arn:aws:cloudtrail:eu-west-1:{MOCK_ACCOUNT_ID}:trail/t-1"
+    assert write["Condition"]["StringEquals"]["aws:SourceArn"] == trail_arn
+
+
+@pytest.mark.parametrize(
+    "name", ["", "ab", "-trail", "trail-", "my trail", "a..b", "a_-b", "x" * 129, "arn:aws:x"]
+)
+def test_bad_trail_names_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="cloudtrail_trail_name"):
+        LogBucket("logs", 30, "eu-central-1", cloudtrail_trail_name=name)
+
+
+def test_bucket_name_is_pulumis_unless_given(run_pulumi: Callable[..., Recorded]) -> None:
+    def program() -> None:
+        SecureBucket("named", SecureBucketArgs(kms_key_arn=KEY_ARN, bucket_name="llmkit-dev-x-1"))
+        SecureBucket("auto", SecureBucketArgs(kms_key_arn=KEY_ARN))
+
+    rec = run_pulumi(program)
+    assert rec.named("named-bucket").inputs["bucket"] == "llmkit-dev-x-1"
+    assert rec.named("named-encryption").inputs["bucket"] == "named-bucket-id"
+    assert "bucket" not in rec.named("auto-bucket").inputs  # auto-named by Pulumi
+
+
+def test_extra_statements_may_be_an_output_of_a_list(run_pulumi: Callable[..., Recorded]) -> None:
+    def statements(arn: pulumi.Output[str]) -> pulumi.Output[list[dict[str, Any]]]:
+        return pulumi.Output.all(arn, pulumi.Output.from_input("vpce-9")).apply(
+            lambda v: [
+                {
+                    "Sid": "Resolved",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": f"{v[0]}/*",
+                    "Condition": {"StringNotEquals": {"aws:SourceVpce": v[1]}},
+                }
+            ]
+        )
+
+    rec = run_pulumi(
+        lambda: SecureBucket("o", SecureBucketArgs(kms_key_arn=KEY_ARN, extra_policy_statements=statements))
+    )
+    policy = _policy(rec, "o")
+    assert [s["Sid"] for s in policy] == ["DenyInsecureTransport", "DenyOutdatedTls", "Resolved"]
+    assert policy[2]["Resource"] == f"arn:aws:s3:eu-central-1:{MOCK_ACCOUNT_ID}:o-bucket/*"
+    assert policy[2]["Condition"] == {"StringNotEquals": {"aws:SourceVpce": "vpce-9"}}
