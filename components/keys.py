@@ -4,7 +4,7 @@ Three symmetric keys:
 
 - ``data``: model data at rest (S3 model store, EBS volumes of the GPU hosts);
 - ``logs``: CloudWatch Logs log groups (VPC flow logs to CloudWatch included) and CloudTrail;
-- ``secrets``: Secrets Manager secrets.
+- ``secrets``: Secrets Manager secrets, and the SNS alert topic of budgets and alarms.
 
 Every key rotates (``rotation_period_in_days`` from ``llmkit:kms.rotation_period_days``), has the
 configured deletion window (``llmkit:kms.deletion_window_days``) and an alias
@@ -19,8 +19,9 @@ key policy):
 - Use: cryptographic use is delegated to IAM (``Principal`` = the account root) but only for
   callers of this account (``kms:CallerAccount``) and only through the AWS services the purpose
   needs (``kms:ViaService``): S3 and EC2 for ``data``, CloudWatch Logs and S3 (reading CloudTrail
-  files) for ``logs``, Secrets Manager for ``secrets``. So an IAM policy alone cannot turn the
-  data key into a general-purpose encryption key; direct ``kms:Decrypt`` calls are refused.
+  files) for ``logs``, Secrets Manager and SNS (publishing to, and reading, the encrypted alert
+  topic) for ``secrets``. So an IAM policy alone cannot turn the data key into a general-purpose
+  encryption key; direct ``kms:Decrypt`` calls are refused.
 - Grants (``CreateGrant``/``ListGrants``/``RevokeGrant``) only when ``kms:GrantIsForAWSResource``
   is true: EBS and S3 need them, people do not.
 - ``logs`` also allows the regional CloudWatch Logs service principal, limited by the
@@ -31,6 +32,14 @@ key policy):
   EC2 Auto Scaling role ``.../aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling``),
   which cannot be granted KMS access through IAM and need it in the key policy to launch instances
   with CMK-encrypted EBS volumes. The role must exist before the policy names it.
+- ``secrets`` also allows the service principals that publish to the SSE-KMS alert topic
+  (components/budget.py): AWS Budgets (``budgets.amazonaws.com``) and CloudWatch alarms
+  (``cloudwatch.amazonaws.com``). An SNS topic encrypted with a customer-managed key only accepts
+  a service's messages when the key policy lets that service call ``kms:GenerateDataKey*`` and
+  ``kms:Decrypt``; the AWS managed key ``alias/aws/sns`` cannot be edited to allow it. Only those
+  two actions, and only on behalf of this account (``aws:SourceAccount``) and of its budgets /
+  of the alarms of this region (``aws:SourceArn``), so the confused-deputy path is closed. No
+  other key admits them.
 """
 
 from __future__ import annotations
@@ -66,18 +75,20 @@ ADMIN_ACTIONS = [
     "kms:CancelKeyDeletion",
     "kms:RotateKeyOnDemand",
 ]
+# What an AWS service needs to publish to an SNS topic encrypted with a customer-managed key.
+SNS_PUBLISHER_ACTIONS = ["kms:GenerateDataKey*", "kms:Decrypt"]
 USE_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
 GRANT_ACTIONS = ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"]
 
 DESCRIPTIONS = {
     "data": "llmkit model data at rest (S3 model store, EBS)",
     "logs": "llmkit logs (CloudWatch Logs, VPC flow logs, CloudTrail)",
-    "secrets": "llmkit secrets (Secrets Manager)",
+    "secrets": "llmkit secrets (Secrets Manager) and alert topic (SNS)",
 }
 
 
 def _via_services(purpose: str, region: str, dns_suffix: str) -> list[str]:
-    services = {"data": ["s3", "ec2"], "logs": ["logs", "s3"], "secrets": ["secretsmanager"]}[purpose]
+    services = {"data": ["s3", "ec2"], "logs": ["logs", "s3"], "secrets": ["secretsmanager", "sns"]}[purpose]
     return [f"{s}.{region}.{dns_suffix}" for s in services]
 
 
@@ -223,6 +234,33 @@ def key_policy(
                     "StringEquals": {"aws:SourceAccount": account_id},
                 },
             },
+        ]
+    if purpose == "secrets":
+        # The publishers of the encrypted alert topic (components/budget.py), on behalf of this
+        # account only: its budgets (a global service, no region in the ARN) and its alarms here.
+        publishers = {
+            "BudgetsPublishToEncryptedTopic": (
+                f"budgets.{dns_suffix}",
+                f"arn:{partition}:budgets::{account_id}:*",
+            ),
+            "CloudWatchAlarmsPublishToEncryptedTopic": (
+                f"cloudwatch.{dns_suffix}",
+                f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:*",
+            ),
+        }
+        statements += [
+            {
+                "Sid": sid,
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": SNS_PUBLISHER_ACTIONS,
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account_id},
+                    "ArnLike": {"aws:SourceArn": source_arn},
+                },
+            }
+            for sid, (service, source_arn) in publishers.items()
         ]
     return {"Version": "2012-10-17", "Statement": statements}
 

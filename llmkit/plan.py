@@ -144,6 +144,9 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     state.setdefault("name", inputs.get("name", name))
     if typ == "aws:lb/loadBalancer:LoadBalancer":
         state.setdefault("dnsName", f"{name}-offline.{region}.elb.amazonaws.com")
+        state.setdefault("arnSuffix", f"app/{name}/0123456789abcdef")
+    if typ == "aws:lb/targetGroup:TargetGroup":
+        state.setdefault("arnSuffix", f"targetgroup/{name}/0123456789abcdef")
     return state
 
 

@@ -102,7 +102,10 @@ def test_via_services_per_purpose(keys: Recorded) -> None:
 
     assert via("data") == ["s3.eu-central-1.amazonaws.com", "ec2.eu-central-1.amazonaws.com"]
     assert via("logs") == ["logs.eu-central-1.amazonaws.com", "s3.eu-central-1.amazonaws.com"]
-    assert via("secrets") == ["secretsmanager.eu-central-1.amazonaws.com"]
+    assert via("secrets") == [
+        "secretsmanager.eu-central-1.amazonaws.com",
+        "sns.eu-central-1.amazonaws.com",
+    ]
 
 
 def test_grants_only_for_aws_resources(keys: Recorded) -> None:
@@ -132,9 +135,39 @@ def test_logs_key_admits_cloudwatch_logs_and_cloudtrail_by_encryption_context(ke
     assert not any("delivery.logs.amazonaws.com" in _principals(s) for s in statements)
 
 
-def test_only_the_logs_key_admits_services(keys: Recorded) -> None:
-    for purpose in ("data", "secrets"):
-        assert not any("Service" in s["Principal"] for s in _policy(keys, purpose)["Statement"])
+def _services(rec: Recorded, purpose: str) -> set[str]:
+    return {
+        s["Principal"]["Service"] for s in _policy(rec, purpose)["Statement"] if "Service" in s["Principal"]
+    }
+
+
+def test_service_principals_per_key(keys: Recorded) -> None:
+    assert _services(keys, "data") == set()
+    assert _services(keys, "logs") == {"logs.eu-central-1.amazonaws.com", "cloudtrail.amazonaws.com"}
+    assert _services(keys, "secrets") == {"budgets.amazonaws.com", "cloudwatch.amazonaws.com"}
+
+
+def test_secrets_key_lets_budgets_and_alarms_publish_to_the_encrypted_topic(keys: Recorded) -> None:
+    statements = _policy(keys, "secrets")["Statement"]
+    by_service = {s["Principal"]["Service"]: s for s in statements if "Service" in s["Principal"]}
+    expected_source = {
+        "budgets.amazonaws.com": f"arn:aws:budgets::{MOCK_ACCOUNT_ID}:*",
+        "cloudwatch.amazonaws.com": f"arn:aws:cloudwatch:eu-central-1:{MOCK_ACCOUNT_ID}:alarm:*",
+    }
+    for service, source_arn in expected_source.items():
+        statement = by_service[service]
+        assert statement["Effect"] == "Allow"
+        # Only what SNS needs from a publisher: no Encrypt, no ReEncrypt, no grants, no admin.
+        assert sorted(_actions(statement)) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+        assert statement["Resource"] == "*"
+        # On behalf of this account's budgets / this region's alarms only (confused deputy).
+        assert statement["Condition"] == {
+            "StringEquals": {"aws:SourceAccount": MOCK_ACCOUNT_ID},
+            "ArnLike": {"aws:SourceArn": source_arn},
+        }
+    # The other keys never admit the alert publishers.
+    for purpose in ("data", "logs"):
+        assert not _services(keys, purpose) & set(expected_source)
 
 
 def test_explicit_account_admins_and_service_linked_roles(run_pulumi: Callable[..., Recorded]) -> None:
@@ -158,6 +191,12 @@ def test_explicit_account_admins_and_service_linked_roles(run_pulumi: Callable[.
     assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
     secrets = json.loads(rec.named("keys-secrets").inputs["policy"])["Statement"]
     assert not any(slr in _principals(s) for s in secrets)
+    # The alert publishers are limited to the given account, not the caller's.
+    publishers = [s for s in secrets if "Service" in s["Principal"]]
+    assert len(publishers) == 2
+    for statement in publishers:
+        assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "210987654321"}
+        assert ":210987654321:" in statement["Condition"]["ArnLike"]["aws:SourceArn"]
 
 
 def test_children_are_parented_and_outputs_registered(run_pulumi: Callable[..., Recorded]) -> None:
