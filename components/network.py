@@ -60,10 +60,13 @@ ADMIN_PORTS = (22, 3389)
 NACL_RULES_PER_DIRECTION = 20
 
 # The interface endpoints the private tiers reach AWS through (com.amazonaws.<region>.<service>):
-# keys and logs, SSM session manager, STS, secrets and the container registry.
+# keys and logs, SSM session manager, STS, secrets, the container registry, and for the GPU hosts
+# CloudWatch metrics (their scaling metrics) and Auto Scaling (completing the launch hook).
 INTERFACE_ENDPOINT_SERVICES = (
     "kms",
     "logs",
+    "monitoring",
+    "autoscaling",
     "ssm",
     "ssmmessages",
     "ec2messages",
@@ -570,6 +573,8 @@ class PrivateEndpointsArgs:
     subnet_ids: Sequence[pulumi.Input[str]]  # where the interface endpoints' ENIs go: the model tier
     route_table_ids: Sequence[pulumi.Input[str]]  # the tables the S3 gateway endpoint routes from
     security_group_id: pulumi.Input[str]  # the endpoints' SG (Firewall: admits app and model tiers)
+    # The S3 gateway endpoint's policy (JSON); None leaves AWS's default, full access.
+    s3_policy: pulumi.Input[str] | None = None
 
 
 class PrivateEndpoints(Component):
@@ -587,6 +592,7 @@ class PrivateEndpoints(Component):
             service_name=f"com.amazonaws.{args.region}.s3",
             vpc_endpoint_type="Gateway",
             route_table_ids=list(args.route_table_ids),
+            policy=args.s3_policy,
             tags={"Name": self.child_name("s3")},
             opts=self.child_opts(),
         )

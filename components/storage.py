@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ CLOUDTRAIL_SERVICE = "cloudtrail.amazonaws.com"
 SSE_EXCEPTION_TAG = "llmkit:sse-exception"
 ALB_SSE_EXCEPTION = "alb-access-logs"
 ABORT_MULTIPART_DAYS = 7
+_ALB_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 Statements = list[dict[str, Any]] | pulumi.Output[list[dict[str, Any]]]
 PolicyStatements = Statements | Callable[[pulumi.Output[str]], Statements]
@@ -283,7 +284,13 @@ class LogBucket(SecureBucket):
         force_destroy: bool = False,
         tags: Mapping[str, pulumi.Input[str]] | None = None,
         cloudtrail_trail_name: str | None = None,
+        alb_log_prefixes: Sequence[str] = (ALB_LOG_PREFIX,),
     ) -> None:
+        if not alb_log_prefixes or any(not _ALB_PREFIX.fullmatch(p) for p in alb_log_prefixes):
+            raise ValueError(
+                f"LogBucket: alb_log_prefixes {list(alb_log_prefixes)!r} must be at least one prefix of "
+                "letters, digits, '-' and '_' (no slashes; ELB adds /AWSLogs/<account>/)"
+            )
         if cloudtrail_trail_name is not None and not _TRAIL_NAME.fullmatch(cloudtrail_trail_name):
             raise ValueError(
                 f"LogBucket: cloudtrail_trail_name {cloudtrail_trail_name!r} is not a CloudTrail trail name "
@@ -298,7 +305,11 @@ class LogBucket(SecureBucket):
             invoke_opts = pulumi.InvokeOutputOptions(parent=self)
             account_id = aws.get_caller_identity_output(opts=invoke_opts).account_id
             elb_account = aws.elb.get_service_account_output(region=region, opts=invoke_opts)
-            alb_objects = pulumi.Output.concat(arn, f"/{ALB_LOG_PREFIX}/AWSLogs/", account_id, "/*")
+            # Each load balancer logs under its own prefix (the edge ALB, the model tier's ALB).
+            alb_prefixes = [
+                pulumi.Output.concat(arn, f"/{p}/AWSLogs/", account_id, "/*") for p in alb_log_prefixes
+            ]
+            alb_objects: Any = alb_prefixes[0] if len(alb_prefixes) == 1 else alb_prefixes
             statements: list[dict[str, Any]] = [
                 {
                     "Sid": "AlbLogDeliveryRegionalAccount",

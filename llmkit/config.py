@@ -395,8 +395,10 @@ class WarmPool(_Section):
     min_size: int = Field(
         1, ge=0, le=100, description="an integer 0..100: stopped, pre-initialised instances kept ready"
     )
-    state: Literal["Stopped", "Hibernated", "Running"] = Field(
-        "Stopped", description="one of: Stopped, Hibernated, Running (what warm instances wait in)"
+    # Hibernated is left out: GPU instance types with over 150 GiB of memory cannot hibernate,
+    # and a model loaded into GPU memory does not survive it.
+    state: Literal["Stopped", "Running"] = Field(
+        "Stopped", description="one of: Stopped, Running (what warm instances wait in)"
     )
 
 

@@ -19,8 +19,8 @@ def plan_of(stack: str) -> Plan:
     return run_plan(stack, ROOT)
 
 
-def of_type(plan: Plan, token: str) -> list[PlannedResource]:
-    return [r for r in plan.resources if r.type == token]
+def of_type(plan: Plan, token: str, prefix: str = "") -> list[PlannedResource]:
+    return [r for r in plan.resources if r.type == token and r.name.startswith(prefix)]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -64,18 +64,18 @@ def test_tier_rules_reference_groups_and_never_open_ssh_or_rdp(stack: str) -> No
 @pytest.mark.parametrize("stack", STACKS)
 def test_edge_is_tls13_with_waf_and_logs(stack: str) -> None:
     plan = plan_of(stack)
-    (alb,) = of_type(plan, "aws:lb/loadBalancer:LoadBalancer")
+    (alb,) = of_type(plan, "aws:lb/loadBalancer:LoadBalancer", "edge-")
     assert alb.inputs["internal"] is not plan.config.endpoint.public
     assert alb.inputs["dropInvalidHeaderFields"] is True
     assert alb.inputs["accessLogs"]["enabled"] is True
     assert alb.inputs["enableDeletionProtection"] is plan.config.endpoint.deletion_protection
-    listeners = {r.inputs["port"]: r for r in of_type(plan, "aws:lb/listener:Listener")}
+    listeners = {r.inputs["port"]: r for r in of_type(plan, "aws:lb/listener:Listener", "edge-")}
     assert set(listeners) == {80, 443}
     assert listeners[443].inputs["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-3-2021-06"
     assert [a["type"] for a in listeners[80].inputs["defaultActions"]] == ["redirect"]
     (assoc,) = of_type(plan, "aws:wafv2/webAclAssociation:WebAclAssociation")
     assert assoc.inputs["resourceArn"] == listeners[443].inputs["loadBalancerArn"]
-    (targets,) = of_type(plan, "aws:lb/targetGroup:TargetGroup")
+    (targets,) = of_type(plan, "aws:lb/targetGroup:TargetGroup", "edge-")
     assert targets.inputs["port"] == plan.config.firewall.app_port
     assert plan.outputs["endpoint"].endswith(".elb.amazonaws.com")
 
@@ -83,7 +83,7 @@ def test_edge_is_tls13_with_waf_and_logs(stack: str) -> None:
 def test_prod_requires_client_certificates_from_its_ca() -> None:
     plan = plan_of("prod")
     (store,) = of_type(plan, "aws:lb/trustStore:TrustStore")
-    listener = next(r for r in of_type(plan, "aws:lb/listener:Listener") if r.inputs["port"] == 443)
+    listener = next(r for r in of_type(plan, "aws:lb/listener:Listener", "edge-") if r.inputs["port"] == 443)
     assert listener.inputs["mutualAuthentication"]["mode"] == "verify"
     assert listener.inputs["mutualAuthentication"]["trustStoreArn"].endswith(store.name)
     (bundle,) = of_type(plan, "aws:s3/bucketObjectv2:BucketObjectv2")

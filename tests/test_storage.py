@@ -329,3 +329,21 @@ def test_extra_statements_may_be_an_output_of_a_list(run_pulumi: Callable[..., R
     assert [s["Sid"] for s in policy] == ["DenyInsecureTransport", "DenyOutdatedTls", "Resolved"]
     assert policy[2]["Resource"] == f"arn:aws:s3:eu-central-1:{MOCK_ACCOUNT_ID}:o-bucket/*"
     assert policy[2]["Condition"] == {"StringNotEquals": {"aws:SourceVpce": "vpce-9"}}
+
+
+def test_each_load_balancer_delivers_under_its_own_prefix(run_pulumi: Callable[..., Recorded]) -> None:
+    rec = run_pulumi(
+        lambda: LogBucket("logs", 365, "eu-central-1", alb_log_prefixes=("alb", "model-alb")),
+        region="eu-central-1",
+    )
+    statements = {s["Sid"]: s for s in _policy(rec, "logs")}
+    arn = f"arn:aws:s3:eu-central-1:{MOCK_ACCOUNT_ID}:logs-bucket"
+    expected = [f"{arn}/{p}/AWSLogs/{MOCK_ACCOUNT_ID}/*" for p in ("alb", "model-alb")]
+    assert statements["AlbLogDeliveryRegionalAccount"]["Resource"] == expected
+    assert statements["AlbLogDeliveryService"]["Resource"] == expected
+
+
+@pytest.mark.parametrize("prefixes", [(), ("alb/x",), ("",), ("a b",)])
+def test_bad_alb_log_prefixes_are_refused(prefixes: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="alb_log_prefixes"):
+        LogBucket("logs", 30, "eu-central-1", alb_log_prefixes=prefixes)
