@@ -82,10 +82,15 @@ class PlannedResource:
     provider: str | None
     dependencies: list[str]
     inputs: dict[str, Any]
+    # The id and ARN the (mock) provider assigned: what other resources' inputs name it by.
+    id: str | None = None
+    arn: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "urn": self.urn,
+            "id": self.id,
+            "arn": self.arn,
             "type": self.type,
             "name": self.name,
             "parent": self.parent,
@@ -203,6 +208,8 @@ def _make_recorder(region: str) -> Any:
             response = super().RegisterResource(request)
             if request.type != "pulumi:pulumi:Stack":
                 raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+                state = json_format.MessageToDict(response.object, preserving_proto_field_name=True)
+                arn = state.get("arn") if request.custom else None
                 self.recorded.append(
                     PlannedResource(
                         urn=response.urn,
@@ -213,6 +220,8 @@ def _make_recorder(region: str) -> Any:
                         provider=request.provider or None,
                         dependencies=sorted(set(request.dependencies)),
                         inputs=redact(raw),
+                        id=(response.id or None) if request.custom else None,
+                        arn=arn if isinstance(arn, str) else None,
                     )
                 )
             return response

@@ -1,0 +1,1 @@
+"""The llmkit CrossGuard policy pack (see README.md, generated from the rules)."""
