@@ -37,10 +37,12 @@ def main() -> None:
 
 def _register() -> None:
     from llmkit.commands.plan import plan
+    from llmkit.commands.policy import policy
     from llmkit.commands.size import size
 
     main.add_command(size)
     main.add_command(plan)
+    main.add_command(policy)
 
 
 _register()

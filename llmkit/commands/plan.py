@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from llmkit.commands import make_console
+from llmkit.commands.policy import POLICY_CONFIG_HELP, exit_code, load_policy_config, print_report
 from llmkit.plan import find_project_dir, run_plan, summarise, write_graph
+from llmkit.policy import evaluate, load_rules, resources_from_graph
+
+REGION_RULE = "aws-provider-region-enforce-allowlist"
 
 
 @click.command()
@@ -21,20 +26,48 @@ from llmkit.plan import find_project_dir, run_plan, summarise, write_graph
     metavar="FILE",
 )
 @click.option(
+    "--policy-only",
+    is_flag=True,
+    help="Print only the policy violations (no resources, sizing or outputs).",
+)
+@click.option(
+    "--policy-config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help=POLICY_CONFIG_HELP,
+    metavar="FILE",
+)
+@click.option(
     "--project-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=None,
     help="The Pulumi project (default: the directory holding Pulumi.yaml, from the current one up).",
 )
-def plan(stack: str, json_path: Path | None, project_dir: Path | None) -> None:
+def plan(
+    stack: str,
+    json_path: Path | None,
+    policy_only: bool,
+    policy_config: Path | None,
+    project_dir: Path | None,
+) -> None:
     """Plan STACK offline: no cloud account, no Pulumi CLI.
 
     Validates stacks/Pulumi.STACK.yaml, runs the Pulumi program on Pulumi's mock runtime,
-    and prints resources per component, the sizing decisions and the outputs.
+    prints resources per component, the sizing decisions and the outputs, and evaluates the
+    policy pack (policies/) over the planned graph. Exit 1 when a mandatory rule is violated.
     """
+    settings = load_policy_config(policy_config)  # a bad file stops before planning
     result = run_plan(stack, find_project_dir(project_dir))
-    summary = summarise(result)
+    # Data residency: unless the settings file says otherwise, the stack's own allow-list.
+    residency = settings.setdefault(REGION_RULE, {})
+    residency.setdefault("allowed_regions", list(result.config.allowed_regions))
+    report = evaluate(resources_from_graph(result.to_graph()), load_rules(), settings)
     console = make_console()
+    if json_path is not None:
+        write_graph(result, json_path)
+    if policy_only:
+        print_report(console, report)
+        sys.exit(exit_code(report))
+    summary = summarise(result)
 
     components = Table(
         title=f"stack {stack} in {summary['region']}", caption=f"{summary['resources']} resources in all"
@@ -73,9 +106,10 @@ def plan(stack: str, json_path: Path | None, project_dir: Path | None) -> None:
     console.print(outputs)
 
     if json_path is not None:
-        write_graph(result, json_path)
         console.print(f"graph: {len(result.resources)} resources written to {json_path}")
     console.print(f"planned in {summary['seconds']} s")
+    print_report(console, report)
+    sys.exit(exit_code(report))
 
 
 def _compact(value: object) -> str:
