@@ -1,0 +1,1 @@
+"""llmkit pyinfra deploys for bare-metal and AWS model hosts, proxies and monitoring."""

@@ -1,0 +1,1 @@
+"""One ``@deploy`` function per concern; see playbooks/site.py for how they are composed."""

@@ -1,0 +1,1 @@
+"""Custom pyinfra facts used by the llmkit deploys."""
