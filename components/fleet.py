@@ -282,6 +282,9 @@ def host_data(
         "region": region,
         "runtime": runtime,
         "model_port": catalog.runtime(runtime).port,
+        # The internal load balancer sends no client certificate and checks no target certificate:
+        # the host's TLS terminator makes its own; the security groups are the access control.
+        "model_tls_mode": "self-signed-behind-alb",
         "health_path": health_check_path(runtime),
         "models": [
             {

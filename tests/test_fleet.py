@@ -851,7 +851,8 @@ for arg in "$@"; do
   case "$arg" in
   */api/token) echo "fake-imds-token"; exit 0 ;;
   */meta-data/instance-id) echo "@INSTANCE_ID@"; exit 0 ;;
-  https://127.0.0.1:*) exit "${FAKE_HEALTH_STATUS:-0}" ;;
+  */meta-data/local-ipv4) echo "10.40.12.7"; exit 0 ;;
+  https://10.40.12.7:*) exit "${FAKE_HEALTH_STATUS:-0}" ;;
   esac
 done
 exit 7

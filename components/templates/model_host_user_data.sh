@@ -176,9 +176,12 @@ install_per_boot() {
 }
 
 wait_until_ready() {
-  # Loopback liveness only: the server's certificate is for the load balancer's clients, and the
+  # The TLS terminator listens on the host's model-tier address (Ollama alone has loopback), which
+  # is where the load balancer's health checks arrive. Its certificate is not checked here: the
   # load balancer does not verify target certificates either.
-  local url="https://127.0.0.1:$MODEL_PORT$HEALTH_PATH"
+  local address url
+  address=$(imds local-ipv4)
+  url="https://$address:$MODEL_PORT$HEALTH_PATH"
   until curl --silent --fail --insecure --max-time 10 --output /dev/null "$url"; do
     if ((SECONDS >= READY_TIMEOUT_SECONDS)); then
       log "the model server did not answer $url within $READY_TIMEOUT_SECONDS s"

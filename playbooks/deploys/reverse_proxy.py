@@ -1,0 +1,390 @@
+"""nginx (from the distro) in front of the model hosts, and the TLS terminator on each model host.
+
+Decisions, for reviewers:
+
+- **Proxy** (:func:`reverse_proxy`, the ``proxy`` group): TLS 1.3 only, optional mutual TLS
+  (``mtls_client_ca``: PEM text or a controller path), HSTS, ``server_tokens off``,
+  ``client_max_body_size``, rate limits per client address and, with ``api_key_header``, per API
+  key (a second zone keyed by that header), answered with 429. Upstreams are the gpu group's hosts
+  (and the ``model_<slug>`` groups) on ``model_port``, reached over TLS 1.3 with the proxy's own
+  certificate as client certificate, theirs verified against the internal CA under the name
+  :data:`UPSTREAM_TLS_NAME` (every model host's certificate must carry it as a DNS SAN). Passive
+  health checks (``max_fails``/``fail_timeout``), a retry on another host only on connect
+  error/timeout (never once a response started), long timeouts and no response buffering for
+  streamed generation.
+- **Logs**: one JSON object per request (``escape=json``; no query string, no API key) under
+  :data:`LOG_DIR`, rotated daily and kept ``log_retention_days`` days (a directory of its own, so
+  the distro's ``/etc/logrotate.d/nginx`` and ours never claim the same file).
+- **Key material** comes from ``pki_dir`` on the controller (``<pki_dir>/<host>.crt|.key`` and
+  ``ca.crt``, as ``llmkit pki`` writes them) or from host data PEM (``tls_cert``, ``tls_key``,
+  ``tls_ca``), and is written on the host only, under :data:`TLS_DIR`, 0600 root: never into the
+  repository.
+- **Reload only on change**: the configuration is uploaded, ``nginx -t`` checks it and nginx is
+  reloaded, both only when a managed file changed; a failing check stops the deploy before the
+  reload, so the running nginx keeps its last good configuration.
+- **Terminator** (:func:`tls_terminator`, gpu hosts): an nginx HTTP server on
+  ``model_bind_address:model_port`` (the default route's source address when unset: never
+  0.0.0.0 by default), TLS 1.3 and a client certificate signed by the internal CA, proxying to
+  Ollama on ``127.0.0.1:ollama_port`` with a loopback Host header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+
+from ..facts.tls import DefaultRouteSource
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+#: Where the proxy and the terminator keep their certificates and keys on the host.
+TLS_DIR = "/etc/nginx/llmkit-tls"
+#: The JSON access logs (rotated by our own logrotate file).
+LOG_DIR = "/var/log/llmkit-nginx"
+PROXY_CONF = "/etc/nginx/conf.d/llmkit-proxy.conf"
+TERMINATOR_CONF = "/etc/nginx/conf.d/llmkit-model-tls.conf"
+LOGROTATE_CONF = "/etc/logrotate.d/llmkit-nginx"
+#: The distro's default site (port 80): removed on proxy and model hosts.
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+#: The name the proxy verifies on every model host's certificate (a DNS SAN they all carry).
+UPSTREAM_TLS_NAME = "model.llmkit.internal"
+#: Inventory groups whose hosts serve models (AWS model hosts are in ``model_<slug>``).
+GPU_GROUP = "gpu"
+MODEL_GROUP_PREFIX = "model_"
+
+MAX_FAILS = 3
+FAIL_TIMEOUT = "30s"
+CONNECT_TIMEOUT = "5s"
+GENERATION_TIMEOUT = "900s"
+
+_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
+_HEADER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9*_.-]+$")
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one of ``playbooks/templates`` (undefined names are errors, not empty strings)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template(template).render(**context)
+
+
+# --- key material ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """A host's certificate, key and the internal CA, as PEM text."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+def _pem(text: str, what: str, marker: str = "-----BEGIN ") -> str:
+    if marker not in text:
+        raise ValueError(f"{what} is not PEM text (no '{marker.strip()}' line)")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def tls_material(data: Mapping[str, Any], host_name: str) -> TlsMaterial:
+    """The host's key material: ``pki_dir`` (controller files), else ``tls_cert``/``tls_key``/``tls_ca``."""
+    pki_dir = data.get("pki_dir")
+    if pki_dir:
+        root = Path(str(pki_dir)).expanduser()
+        paths = {"cert": root / f"{host_name}.crt", "key": root / f"{host_name}.key", "ca": root / "ca.crt"}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            raise ValueError(f"pki_dir: missing {', '.join(missing)} (run `llmkit pki` for host {host_name})")
+        texts = {k: p.read_text(encoding="utf-8") for k, p in paths.items()}
+        source = f"pki_dir ({root})"
+    else:
+        texts = {k: data.get(f"tls_{k}") or "" for k in ("cert", "key", "ca")}
+        absent = [f"tls_{k}" for k, v in texts.items() if not v]
+        if absent:
+            raise ValueError(
+                f"host {host_name}: no key material: set pki_dir, "
+                f"or {', '.join(absent)} (PEM text) in host data"
+            )
+        source = "host data"
+    return TlsMaterial(
+        cert=_pem(texts["cert"], f"{source}: certificate of {host_name}", "-----BEGIN CERTIFICATE-----"),
+        key=_pem(texts["key"], f"{source}: key of {host_name}", "PRIVATE KEY-----"),
+        ca=_pem(texts["ca"], f"{source}: CA certificate", "-----BEGIN CERTIFICATE-----"),
+    )
+
+
+def client_ca_pem(value: str | None) -> str | None:
+    """``mtls_client_ca`` as PEM text: given inline, or read from a controller path; None: no mTLS."""
+    if not value:
+        return None
+    if "-----BEGIN" in value:
+        return _pem(value, "mtls_client_ca", "-----BEGIN CERTIFICATE-----")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"mtls_client_ca: {value} is neither PEM text nor a file on the controller")
+    return _pem(path.read_text(encoding="utf-8"), f"mtls_client_ca ({path})", "-----BEGIN CERTIFICATE-----")
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def _positive_int(data: Mapping[str, Any], key: str, minimum: int = 1) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _port(data: Mapping[str, Any], key: str) -> int:
+    value = _positive_int(data, key)
+    if value > 65535:
+        raise ValueError(f"{key} must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def _body_size(data: Mapping[str, Any]) -> str:
+    value = str(data.get("client_max_body_size"))
+    if not _SIZE.match(value):
+        raise ValueError(f"client_max_body_size must be an nginx size like '1m' or '512k', got {value!r}")
+    return value
+
+
+def socket_address(address: str, port: int) -> str:
+    """``address:port`` for nginx, with IPv6 addresses in brackets."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return f"{address}:{port}"
+    return f"[{parsed}]:{port}" if parsed.version == 6 else f"{parsed}:{port}"
+
+
+def model_host_address(name: str, data: Mapping[str, Any]) -> str:
+    """The address a model host serves on: ``model_bind_address``, else ``ssh_hostname``, else its name."""
+    address = data.get("model_bind_address") or data.get("ssh_hostname") or name
+    address = str(address)
+    if address.startswith("@") or not re.match(r"^[A-Za-z0-9.:_-]+$", address):
+        raise ValueError(
+            f"model host {name}: cannot tell its address ({address!r}); "
+            "set model_bind_address in its host data"
+        )
+    return address
+
+
+def proxy_context(data: Mapping[str, Any], upstreams: Iterable[str]) -> dict[str, Any]:
+    """The proxy template's context from host data and the model hosts' addresses."""
+    upstream_list = list(upstreams)
+    if not upstream_list:
+        raise ValueError(
+            "reverse_proxy: no model hosts: the inventory's gpu (or model_<slug>) group is empty"
+        )
+    port = _port(data, "model_port")
+    server_name = str(data.get("proxy_server_name") or "")
+    if not _SERVER_NAME.match(server_name):
+        raise ValueError(f"proxy_server_name must be a host name, got {server_name!r}")
+    header = data.get("api_key_header")
+    api_key_variable = None
+    if header:
+        if not _HEADER.match(str(header)):
+            raise ValueError(f"api_key_header must be an HTTP header name, got {header!r}")
+        api_key_variable = "$http_" + str(header).lower().replace("-", "_")
+    return {
+        "server_name": server_name,
+        "upstreams": [socket_address(a, port) for a in upstream_list],
+        "model_port": port,
+        "max_fails": MAX_FAILS,
+        "fail_timeout": FAIL_TIMEOUT,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "generation_timeout": GENERATION_TIMEOUT,
+        "rate_per_second": _positive_int(data, "rate_limit_per_second"),
+        "rate_burst": _positive_int(data, "rate_limit_burst", minimum=0),
+        "api_key_header": header,
+        "api_key_variable": api_key_variable,
+        "client_max_body_size": _body_size(data),
+        "client_ca": bool(data.get("mtls_client_ca")),
+        "tls_dir": TLS_DIR,
+        "access_log": f"{LOG_DIR}/proxy-access.log",
+        "upstream_tls_name": UPSTREAM_TLS_NAME,
+    }
+
+
+# How a model host's TLS terminator gets its certificate:
+# - "internal-ca" (bare metal): from the internal PKI, and clients must present a certificate
+#   from it (the proxy and the gateway do);
+# - "self-signed-behind-alb" (AWS): AWS's internal load balancer can present no client
+#   certificate and does not verify target certificates, so the host makes its own key and
+#   certificate once, and the security group (only the model load balancer's group may reach the
+#   model port) is the access control.
+INTERNAL_CA = "internal-ca"
+SELF_SIGNED_BEHIND_ALB = "self-signed-behind-alb"
+MODEL_TLS_MODES = (INTERNAL_CA, SELF_SIGNED_BEHIND_ALB)
+
+
+def terminator_context(data: Mapping[str, Any], bind_address: str | None) -> dict[str, Any]:
+    """The terminator template's context; ``bind_address`` is the default route's source (a fact)."""
+    address = data.get("model_bind_address") or bind_address
+    if not address:
+        raise ValueError(
+            "tls_terminator: no model_bind_address and no IPv4 default route to take it from: "
+            "set model_bind_address to the host's model-tier address"
+        )
+    try:
+        ipaddress.ip_address(str(address))
+    except ValueError:
+        raise ValueError(f"model_bind_address must be an IP address, got {address!r}") from None
+    port = _port(data, "model_port")
+    ollama_port = _port(data, "ollama_port")
+    mode = data.get("model_tls_mode") or INTERNAL_CA
+    if mode not in MODEL_TLS_MODES:
+        raise ValueError(f"model_tls_mode must be one of {', '.join(MODEL_TLS_MODES)}, got {mode!r}")
+    return {
+        "verify_client": mode == INTERNAL_CA,
+        "bind_address": str(address),
+        "listen": socket_address(str(address), port),
+        "model_port": port,
+        "ollama_port": ollama_port,
+        "client_max_body_size": _body_size(data),
+        "connect_timeout": CONNECT_TIMEOUT,
+        "generation_timeout": GENERATION_TIMEOUT,
+        "tls_dir": TLS_DIR,
+        "access_log": f"{LOG_DIR}/model-access.log",
+    }
+
+
+def logrotate_context(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {"retention_days": _positive_int(data, "log_retention_days"), "log_dir": LOG_DIR}
+
+
+def model_hosts() -> list[tuple[str, dict[str, Any]]]:
+    """(name, data) of every host in the gpu group or a ``model_<slug>`` group, in inventory order."""
+    seen: dict[str, dict[str, Any]] = {}
+    for group in [GPU_GROUP, *sorted(g for g in host.inventory.groups if g.startswith(MODEL_GROUP_PREFIX))]:
+        for member in host.inventory.get_group(group, []):
+            seen.setdefault(member.name, member.data.dict())
+    return list(seen.items())
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+
+def _secret(content: str, dest: str, name: str) -> Any:
+    return files.put(name=name, src=StringIO(content), dest=dest, user="root", group="root", mode="600")
+
+
+def _install_tls(material: TlsMaterial, client_ca: str | None, manage_client_ca: bool = True) -> list[Any]:
+    files.directory(name="TLS directory (root only)", path=TLS_DIR, user="root", group="root", mode="700")
+    ops = [
+        _secret(material.cert, f"{TLS_DIR}/server.crt", "Host certificate"),
+        _secret(material.key, f"{TLS_DIR}/server.key", "Host key"),
+        _secret(material.ca, f"{TLS_DIR}/ca.crt", "Internal CA certificate"),
+    ]
+    if not manage_client_ca:
+        return ops
+    if client_ca is not None:
+        ops.append(_secret(client_ca, f"{TLS_DIR}/clients-ca.crt", "Client CA certificate (mTLS)"))
+    else:
+        ops.append(
+            files.file(name="No client CA (mTLS off)", path=f"{TLS_DIR}/clients-ca.crt", present=False)
+        )
+    return ops
+
+
+def _nginx_base(data: Mapping[str, Any]) -> list[Any]:
+    apt.packages(name="nginx from the distro", packages=["nginx"], update=True, cache_time=3600)
+    files.directory(name="JSON access log directory", path=LOG_DIR, user="root", group="adm", mode="750")
+    return [
+        files.file(name="Remove the distro's default site", path=DEFAULT_SITE, present=False),
+        files.put(
+            name="Rotate the access logs",
+            src=StringIO(render("logrotate-llmkit-nginx.j2", **logrotate_context(data))),
+            dest=LOGROTATE_CONF,
+            user="root",
+            group="root",
+            mode="644",
+        ),
+    ]
+
+
+def _check_and_reload(changes: list[Any]) -> None:
+    def changed() -> bool:
+        return any(op.did_change() for op in changes)
+
+    server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=changed)
+    systemd.service(name="Reload nginx", service="nginx.service", running=True, reloaded=True, _if=changed)
+    systemd.service(name="nginx running and enabled", service="nginx.service", running=True, enabled=True)
+
+
+@deploy("Reverse proxy")
+def reverse_proxy() -> None:
+    """nginx on a proxy host: TLS 1.3 (+ mTLS) in, mutual TLS to the model hosts out."""
+    data = host.data.dict()
+    upstreams = [model_host_address(name, hdata) for name, hdata in model_hosts()]
+    context = proxy_context(data, upstreams)
+    material = tls_material(data, host.name)
+    client_ca = client_ca_pem(data.get("mtls_client_ca"))
+
+    changes = _nginx_base(data)
+    changes += _install_tls(material, client_ca)
+    changes.append(
+        files.put(
+            name="Proxy configuration",
+            src=StringIO(render("nginx-proxy.conf.j2", **context)),
+            dest=PROXY_CONF,
+            user="root",
+            group="root",
+            mode="644",
+        )
+    )
+    _check_and_reload(changes)
+
+
+@deploy("TLS terminator")
+def tls_terminator() -> None:
+    """nginx on a model host: TLS 1.3, client certificates from the internal CA, to Ollama on loopback."""
+    data = host.data.dict()
+    bind = None if data.get("model_bind_address") else host.get_fact(DefaultRouteSource)
+    context = terminator_context(data, bind)
+    if context["verify_client"]:
+        material = tls_material(data, host.name)
+        changes = _nginx_base(data)
+        changes += _install_tls(material, None, manage_client_ca=False)
+    else:
+        changes = _nginx_base(data)
+        files.directory(name="TLS directory (root only)", path=TLS_DIR, user="root", group="root", mode="700")
+        # Not a change that needs a reload on its own: the first run also writes the config.
+        server.shell(
+            name="Self-signed host certificate (behind the AWS load balancer), made once",
+            commands=[
+                f"test -s {TLS_DIR}/server.key || (umask 077 && openssl req -x509 -newkey ec "
+                f"-pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN={context['bind_address']} "
+                f"-addext subjectAltName=IP:{context['bind_address']} "
+                f"-keyout {TLS_DIR}/server.key -out {TLS_DIR}/server.crt)"
+            ],
+        )
+    changes.append(
+        files.put(
+            name="TLS terminator configuration",
+            src=StringIO(render("nginx-terminator.conf.j2", **context)),
+            dest=TERMINATOR_CONF,
+            user="root",
+            group="root",
+            mode="644",
+        )
+    )
+    _check_and_reload(changes)

@@ -1,0 +1,626 @@
+"""Edge hosts: reverse proxy, TLS terminator, host firewall, hardening.
+
+Templates are rendered with realistic host data and their security lines asserted; where the real
+tools are installed (``nginx``, ``nft``) the rendered files are also checked by them. The deploys run
+against pyinfra's ``@fake`` connector: facts in (canned command output), commands out.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.operations import run_ops
+from pyinfra.connectors.fake import FakeConnector
+
+from playbooks.deploys import firewall as fw
+from playbooks.deploys import hardening as hd
+from playbooks.deploys import reverse_proxy as rp
+from playbooks.facts.tls import parse_route_source
+
+# --- test PKI (generated here: no key material in the repository) --------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _cert(
+    subject: str, issuer: str, public: Any, signer: ec.EllipticCurvePrivateKey, ca: bool, sans: list[str]
+) -> str:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False
+        ).add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+    return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.fixture(scope="module")
+def pki() -> dict[str, str]:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("llmkit test CA", "llmkit test CA", ca_key.public_key(), ca_key, True, [])
+    out = {"ca": ca}
+    for host_name, sans in (("proxy", ["llm.example.com"]), ("gpu", [rp.UPSTREAM_TLS_NAME])):
+        key = ec.generate_private_key(ec.SECP256R1())
+        out[f"{host_name}_cert"] = _cert(host_name, "llmkit test CA", key.public_key(), ca_key, False, sans)
+        out[f"{host_name}_key"] = _pem_key(key)
+    return out
+
+
+# --- realistic host data --------------------------------------------------------------------------
+
+DEFAULTS: dict[str, Any] = {
+    "model_port": 11434,
+    "ollama_port": 11434,
+    "model_bind_address": None,
+    "proxy_server_name": "llm.example.com",
+    "client_cidrs": ["203.0.113.0/24", "2001:db8:100::/48"],
+    "mtls_client_ca": None,
+    "rate_limit_per_second": 5,
+    "rate_limit_burst": 20,
+    "api_key_header": None,
+    "client_max_body_size": "1m",
+    "log_retention_days": 180,
+    "admin_cidrs": ["10.99.0.0/24"],
+    "gateway_hosts": ["10.20.5.10"],
+    "node_exporter_port": 9100,
+    "gpu_exporter_port": 9835,
+    "ssh_permit_root_login": "prohibit-password",
+    "unattended_upgrades": True,
+}
+
+
+def data(**overrides: Any) -> dict[str, Any]:
+    return {**DEFAULTS, **overrides}
+
+
+UPSTREAMS = ["10.20.1.11", "10.20.1.12"]
+
+
+def lines(text: str) -> list[str]:
+    """Non-comment lines, stripped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+# --- reverse proxy --------------------------------------------------------------------------------
+
+
+def test_proxy_config_has_the_security_lines() -> None:
+    conf = rp.render("nginx-proxy.conf.j2", **rp.proxy_context(data(), UPSTREAMS))
+    body = lines(conf)
+    assert [line for line in body if line.startswith("ssl_protocols")] == ["ssl_protocols TLSv1.3;"]
+    assert "server_tokens off;" in body
+    assert 'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;' in body
+    assert "client_max_body_size 1m;" in body
+    assert "limit_req_zone $binary_remote_addr zone=llmkit_per_address:10m rate=5r/s;" in body
+    assert "limit_req zone=llmkit_per_address burst=20 nodelay;" in body
+    assert "limit_req_status 429;" in body
+    # Upstreams: every model host, passive health checks, mutual TLS 1.3 with verification.
+    assert "server 10.20.1.11:11434 max_fails=3 fail_timeout=30s;" in body
+    assert "server 10.20.1.12:11434 max_fails=3 fail_timeout=30s;" in body
+    assert "proxy_pass https://llmkit_models;" in body
+    assert "proxy_ssl_certificate /etc/nginx/llmkit-tls/server.crt;" in body
+    assert "proxy_ssl_verify on;" in body
+    assert "proxy_ssl_trusted_certificate /etc/nginx/llmkit-tls/ca.crt;" in body
+    assert "proxy_ssl_protocols TLSv1.3;" in body
+    assert f"proxy_ssl_name {rp.UPSTREAM_TLS_NAME};" in body
+    assert "proxy_next_upstream error timeout;" in body
+    assert "proxy_buffering off;" in body
+    assert any(re.fullmatch(r"proxy_read_timeout (\d+)s;", x) and int(x.split()[1][:-2]) >= 600 for x in body)
+    # JSON access log that never records the query string.
+    assert "log_format llmkit_proxy_json escape=json" in body
+    assert "access_log /var/log/llmkit-nginx/proxy-access.log llmkit_proxy_json;" in body
+    assert "$request_uri" not in conf and "$args" not in conf
+    # No client certificates and no key zone unless asked for.
+    assert "ssl_verify_client" not in conf
+    assert "llmkit_per_api_key" not in conf
+
+
+def test_proxy_mtls_and_api_key_zone() -> None:
+    ctx = rp.proxy_context(
+        data(mtls_client_ca="/controller/clients-ca.crt", api_key_header="X-API-Key"), UPSTREAMS
+    )
+    body = lines(rp.render("nginx-proxy.conf.j2", **ctx))
+    assert "ssl_verify_client on;" in body
+    assert "ssl_client_certificate /etc/nginx/llmkit-tls/clients-ca.crt;" in body
+    assert "limit_req_zone $http_x_api_key zone=llmkit_per_api_key:10m rate=5r/s;" in body
+    assert "limit_req zone=llmkit_per_api_key burst=20 nodelay;" in body
+    assert "limit_req_status 429;" in body
+
+
+def test_proxy_ipv6_upstreams_are_bracketed() -> None:
+    ctx = rp.proxy_context(data(), ["fd00:20::11"])
+    assert ctx["upstreams"] == ["[fd00:20::11]:11434"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "upstreams", "message"),
+    [
+        ({}, [], "no model hosts"),
+        ({"api_key_header": "X-Key; evil"}, UPSTREAMS, "api_key_header"),
+        ({"client_max_body_size": "1m; return 200"}, UPSTREAMS, "client_max_body_size"),
+        ({"rate_limit_per_second": 0}, UPSTREAMS, "rate_limit_per_second"),
+        ({"proxy_server_name": "a b"}, UPSTREAMS, "proxy_server_name"),
+        ({"model_port": 70000}, UPSTREAMS, "model_port"),
+    ],
+)
+def test_proxy_refuses_bad_settings(overrides: dict[str, Any], upstreams: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        rp.proxy_context(data(**overrides), upstreams)
+
+
+def test_logrotate_keeps_the_retention() -> None:
+    body = lines(rp.render("logrotate-llmkit-nginx.j2", **rp.logrotate_context(data(log_retention_days=365))))
+    assert "daily" in body
+    assert "rotate 365" in body
+    assert "/var/log/llmkit-nginx/*.log {" in body
+    with pytest.raises(ValueError, match="log_retention_days"):
+        rp.logrotate_context(data(log_retention_days=0))
+
+
+def test_terminator_config_requires_client_certificates() -> None:
+    ctx = rp.terminator_context(data(model_bind_address="10.20.1.11"), None)
+    body = lines(rp.render("nginx-terminator.conf.j2", **ctx))
+    assert "listen 10.20.1.11:11434 ssl;" in body
+    assert [line for line in body if line.startswith("ssl_protocols")] == ["ssl_protocols TLSv1.3;"]
+    assert "ssl_verify_client on;" in body
+    assert "ssl_client_certificate /etc/nginx/llmkit-tls/ca.crt;" in body
+    assert "proxy_pass http://127.0.0.1:11434;" in body
+    assert "server_tokens off;" in body
+    assert not any("0.0.0.0" in line for line in body)
+
+
+def test_terminator_behind_the_aws_load_balancer_skips_client_certificates() -> None:
+    # The internal ALB presents no client certificate; the security groups restrict the port.
+    ctx = rp.terminator_context(
+        data(model_bind_address="10.40.12.7", model_tls_mode="self-signed-behind-alb"), None
+    )
+    assert ctx["verify_client"] is False
+    body = lines(rp.render("nginx-terminator.conf.j2", **ctx))
+    assert "listen 10.40.12.7:11434 ssl;" in body
+    assert [line for line in body if line.startswith("ssl_protocols")] == ["ssl_protocols TLSv1.3;"]
+    assert not [line for line in body if line.startswith(("ssl_verify_client", "ssl_client_certificate"))]
+    with pytest.raises(ValueError, match="model_tls_mode must be one of internal-ca, self-signed-behind-alb"):
+        rp.terminator_context(data(model_bind_address="10.40.12.7", model_tls_mode="none"), None)
+
+
+def test_terminator_binds_to_the_default_route_address_not_everywhere() -> None:
+    source = parse_route_source(["192.0.2.1 via 10.20.1.1 dev ens5 src 10.20.1.37 uid 0", "    cache"])
+    assert source == "10.20.1.37"
+    ctx = rp.terminator_context(data(), source)
+    assert ctx["listen"] == "10.20.1.37:11434"
+    with pytest.raises(ValueError, match="model_bind_address"):
+        rp.terminator_context(data(), parse_route_source([]))
+    with pytest.raises(ValueError, match="model_bind_address must be an IP address"):
+        rp.terminator_context(data(model_bind_address="gpu-1.internal"), None)
+
+
+def test_tls_material_from_pki_dir_and_host_data(tmp_path: Path, pki: dict[str, str]) -> None:
+    (tmp_path / "proxy-1.crt").write_text(pki["proxy_cert"])
+    (tmp_path / "proxy-1.key").write_text(pki["proxy_key"])
+    (tmp_path / "ca.crt").write_text(pki["ca"])
+    material = rp.tls_material({"pki_dir": str(tmp_path)}, "proxy-1")
+    assert material.cert == pki["proxy_cert"] and material.ca == pki["ca"]
+    with pytest.raises(ValueError, match=r"missing .*proxy-2\.crt"):
+        rp.tls_material({"pki_dir": str(tmp_path)}, "proxy-2")
+    inline = rp.tls_material(
+        {"tls_cert": pki["gpu_cert"], "tls_key": pki["gpu_key"], "tls_ca": pki["ca"]}, "g"
+    )
+    assert inline.key == pki["gpu_key"]
+    with pytest.raises(ValueError, match="tls_key"):
+        rp.tls_material({"tls_cert": pki["gpu_cert"], "tls_ca": pki["ca"]}, "g")
+    with pytest.raises(ValueError, match="not PEM"):
+        rp.tls_material({"tls_cert": "hello", "tls_key": pki["gpu_key"], "tls_ca": pki["ca"]}, "g")
+
+
+# --- real nginx -t --------------------------------------------------------------------------------
+
+NGINX = shutil.which("nginx")
+
+
+def nginx_check(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\nevents {{}}\n"
+        f"http {{\n    include {tmp_path}/site.conf;\n}}\n"
+    )
+    return subprocess.run(
+        [
+            NGINX or "nginx",
+            "-t",
+            "-q",
+            "-p",
+            str(tmp_path),
+            "-e",
+            str(tmp_path / "logs/error.log"),
+            "-c",
+            str(main),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def write_tls(tmp_path: Path, pki: dict[str, str], role: str, client_ca: bool) -> Path:
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    (tls / "server.crt").write_text(pki[f"{role}_cert"])
+    (tls / "server.key").write_text(pki[f"{role}_key"])
+    (tls / "ca.crt").write_text(pki["ca"])
+    if client_ca:
+        (tls / "clients-ca.crt").write_text(pki["ca"])
+    return tls
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+@pytest.mark.parametrize("mtls", [False, True])
+def test_nginx_accepts_the_proxy_config(tmp_path: Path, pki: dict[str, str], mtls: bool) -> None:
+    ctx = rp.proxy_context(
+        data(mtls_client_ca="x" if mtls else None, api_key_header="X-API-Key" if mtls else None), UPSTREAMS
+    )
+    ctx["tls_dir"] = str(write_tls(tmp_path, pki, "proxy", mtls))
+    ctx["access_log"] = str(tmp_path / "logs/access.log")
+    result = nginx_check(tmp_path, rp.render("nginx-proxy.conf.j2", **ctx))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+def test_nginx_accepts_the_terminator_config(tmp_path: Path, pki: dict[str, str]) -> None:
+    ctx = rp.terminator_context(data(model_bind_address="127.0.0.1", model_port=18443), None)
+    ctx["tls_dir"] = str(write_tls(tmp_path, pki, "gpu", False))
+    ctx["access_log"] = str(tmp_path / "logs/access.log")
+    result = nginx_check(tmp_path, rp.render("nginx-terminator.conf.j2", **ctx))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+def test_nginx_check_can_fail(tmp_path: Path) -> None:
+    """The check above is real: a broken directive is rejected."""
+    result = nginx_check(tmp_path, "server { ssl_protocols TLSv9; }\n")
+    assert result.returncode != 0
+
+
+# --- firewall -------------------------------------------------------------------------------------
+
+PEERS = {
+    "proxy": [("proxy-1", {"ssh_hostname": "10.10.0.5"}), ("proxy-2", {"ssh_hostname": "10.10.0.6"})],
+    "monitoring": [("mon-1", {"ssh_hostname": "10.30.0.9"})],
+}
+
+
+def ruleset(groups: list[str], **overrides: Any) -> str:
+    return fw.render_ruleset(fw.firewall_context("host-1", groups, data(**overrides), PEERS))
+
+
+def accepts(text: str, port: int) -> list[str]:
+    return [line for line in lines(text) if re.search(rf"tcp dport {port} accept$", line)]
+
+
+def test_firewall_drops_by_default_and_keeps_ssh_to_admins() -> None:
+    text = ruleset(["proxy"])
+    body = lines(text)
+    assert "type filter hook input priority filter; policy drop;" in body
+    assert "type filter hook forward priority filter; policy drop;" in body
+    assert "ct state established,related accept" in body
+    assert 'iif "lo" accept' in body
+    assert accepts(text, 22) == ["ip saddr { 10.99.0.0/24 } tcp dport 22 accept"]
+
+
+def test_firewall_proxy_opens_443_only_to_clients() -> None:
+    text = ruleset(["proxy"])
+    assert accepts(text, 443) == [
+        "ip saddr { 203.0.113.0/24 } tcp dport 443 accept",
+        "ip6 saddr { 2001:db8:100::/48 } tcp dport 443 accept",
+    ]
+    assert accepts(text, 11434) == []
+    assert accepts(text, 9835) == []
+    assert accepts(text, 9100) == ["ip saddr { 10.30.0.9/32 } tcp dport 9100 accept"]
+
+
+@pytest.mark.parametrize("groups", [["gpu"], ["model_deepseek_r1_32b"]])
+def test_firewall_gpu_opens_model_port_only_to_proxies_and_gateways(groups: list[str]) -> None:
+    text = ruleset(groups)
+    assert accepts(text, 11434) == [
+        "ip saddr { 10.10.0.5/32, 10.10.0.6/32, 10.20.5.10/32 } tcp dport 11434 accept"
+    ]
+    assert accepts(text, 443) == []
+    assert accepts(text, 9835) == ["ip saddr { 10.30.0.9/32 } tcp dport 9835 accept"]
+    assert accepts(text, 9100) == ["ip saddr { 10.30.0.9/32 } tcp dport 9100 accept"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "overrides", "message"),
+    [
+        (["gpu"], {"admin_cidrs": []}, "admin_cidrs is empty"),
+        (["proxy"], {"client_cidrs": []}, "client_cidrs is empty"),
+        (["gpu"], {"admin_cidrs": ["10.99.0.1/24"]}, "admin_cidrs"),
+        (["gpu"], {"gateway_hosts": "10.20.5.10"}, "gateway_hosts must be a list"),
+    ],
+)
+def test_firewall_refuses_lockouts_and_typos(
+    groups: list[str], overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ruleset(groups, **overrides)
+
+
+def test_firewall_refuses_peers_without_an_address() -> None:
+    peers: dict[str, list[tuple[str, dict[str, Any]]]] = {"proxy": [("proxy-1.example.com", {})]}
+    with pytest.raises(ValueError, match=r"proxy-1\.example\.com"):
+        fw.firewall_context("gpu-1", ["gpu"], data(), peers)
+
+
+NFT = shutil.which("nft")
+
+
+def nft_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NFT or "nft", "-c", "-f", str(path)], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+@pytest.mark.skipif(NFT is None, reason="nftables not installed (apt-get install -y nftables)")
+@pytest.mark.parametrize("groups", [["proxy"], ["gpu"], ["proxy", "gpu"], []])
+def test_nft_accepts_the_ruleset(tmp_path: Path, groups: list[str]) -> None:
+    path = tmp_path / "nftables.conf"
+    path.write_text(ruleset(groups))
+    result = nft_check(path)
+    if result.returncode != 0 and "Operation not permitted" in result.stderr:
+        pytest.skip("nft -c needs CAP_NET_ADMIN here")
+    assert result.returncode == 0, result.stderr
+    path.write_text(ruleset(groups).replace("policy drop;", "policy dropp;"))
+    assert nft_check(path).returncode != 0
+
+
+# --- hardening ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("choice", ["prohibit-password", "no"])
+def test_sshd_dropin(choice: str) -> None:
+    body = lines(hd.render_sshd(data(ssh_permit_root_login=choice)))
+    assert "PasswordAuthentication no" in body
+    assert "KbdInteractiveAuthentication no" in body
+    assert f"PermitRootLogin {choice}" in body
+    # Read before cloud-init's 50-cloud-init.conf, which may turn passwords back on.
+    assert Path(hd.SSHD_DROPIN).name < "50-cloud-init.conf"
+
+
+@pytest.mark.parametrize(("value", "message"), [("yes", "'yes' would allow"), ("maybe", "must be one of")])
+def test_sshd_refuses_root_password_logins(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        hd.render_sshd(data(ssh_permit_root_login=value))
+
+
+def test_unattended_upgrades_security_only() -> None:
+    ubuntu = [x.strip() for x in hd.render_unattended("Ubuntu").splitlines()]
+    debian = [x.strip() for x in hd.render_unattended("Debian").splitlines()]
+    for body in (ubuntu, debian):
+        assert "#clear Unattended-Upgrade::Origins-Pattern;" in body
+        assert "#clear Unattended-Upgrade::Allowed-Origins;" in body
+        assert 'APT::Periodic::Unattended-Upgrade "1";' in body
+        patterns = [x for x in body if x.startswith('"origin=')]
+        assert patterns and all("security" in x for x in patterns)
+    assert '"origin=Ubuntu,archive=${distro_codename}-security,label=Ubuntu";' in ubuntu
+    assert '"origin=Debian,codename=${distro_codename}-security,label=Debian-Security";' in debian
+    with pytest.raises(ValueError, match="Ubuntu and Debian"):
+        hd.render_unattended("CentOS")
+
+
+# --- deploys on pyinfra's @fake connector: facts in, commands out ---------------------------------
+
+OS_RELEASE = {
+    "ubuntu-22.04": ['NAME="Ubuntu"', "ID=ubuntu", 'VERSION_ID="22.04"', "VERSION_CODENAME=jammy"],
+    "ubuntu-24.04": ['NAME="Ubuntu"', "ID=ubuntu", 'VERSION_ID="24.04"', "VERSION_CODENAME=noble"],
+    "debian-12": ['NAME="Debian GNU/Linux"', "ID=debian", 'VERSION_ID="12"', "VERSION_CODENAME=bookworm"],
+}
+
+
+def present(
+    path: str, content: str, mode: str = "-rw-r--r--", dir_mode: str = "drwxr-xr-x"
+) -> dict[Any, Any]:
+    """Fake responses: ``path`` and its directory exist, root-owned with ``mode``, holding ``content``."""
+    sha1 = hashlib.sha1(content.encode()).hexdigest()
+    parent = str(Path(path).parent)
+    return {
+        f"sha1sum {path} ": f"{sha1}  {path}",
+        re.compile(rf"stat -c .* {re.escape(path)} "): (
+            f"user=root group=root mode={mode} atime=0 mtime=0 ctime=0 size={len(content)} '{path}'"
+        ),
+        re.compile(rf"stat -c .* {re.escape(parent)} "): (
+            f"user=root group=root mode={dir_mode} atime=0 mtime=0 ctime=0 size=4096 '{parent}'"
+        ),
+    }
+
+
+NGINX_RUNNING = {"--property SubState nginx.service": ["Id=nginx.service", "SubState=running"]}
+
+
+def run_deploy(
+    deploy_func: Any,
+    target: str,
+    groups: dict[str, list[tuple[str, dict[str, Any]]]],
+    responses: dict[Any, Any],
+) -> list[str]:
+    """Run a deploy on fake hosts; the commands the target host was sent."""
+    fake = {"fake_delay": 0, "fake_delay_jitter": 0}
+    with_responses = {
+        group: [
+            (name, {**hdata, "fake_responses": responses} if name == target else hdata)
+            for name, hdata in members
+        ]
+        for group, members in groups.items()
+    }
+    inventory = Inventory(
+        ([name for members in groups.values() for name, _ in members], {**DEFAULTS, **fake}),
+        **{group: (members, {}) for group, members in with_responses.items()},
+    )
+    state = State(inventory, Config())
+    connect_all(state)
+    add_deploy(state, deploy_func, host=inventory.get_host(target))
+    run_ops(state)
+    connector = inventory.get_host(target).connector
+    assert isinstance(connector, FakeConnector)
+    return list(connector.executed_commands)
+
+
+@pytest.fixture
+def edge(pki: dict[str, str]) -> Iterator[dict[str, list[tuple[str, dict[str, Any]]]]]:
+    tls = {"tls_ca": pki["ca"]}
+    yield {
+        "proxy": [
+            (
+                "@fake/proxy-1",
+                {
+                    "ssh_hostname": "10.10.0.5",
+                    "tls_cert": pki["proxy_cert"],
+                    "tls_key": pki["proxy_key"],
+                    **tls,
+                },
+            )
+        ],
+        "gpu": [
+            (
+                "@fake/gpu-1",
+                {
+                    "ssh_hostname": "10.20.1.11",
+                    "model_bind_address": "10.20.1.11",
+                    "tls_cert": pki["gpu_cert"],
+                    "tls_key": pki["gpu_key"],
+                    **tls,
+                },
+            )
+        ],
+        "monitoring": [("@fake/mon-1", {"ssh_hostname": "10.30.0.9"})],
+    }
+
+
+def test_reverse_proxy_first_run_writes_checks_and_reloads(edge: dict[str, Any]) -> None:
+    commands = run_deploy(rp.reverse_proxy, "@fake/proxy-1", edge, NGINX_RUNNING)
+    assert any("install nginx" in c for c in commands)
+    assert "chmod 600 /etc/nginx/llmkit-tls/server.key" in commands
+    assert "chmod 700 /etc/nginx/llmkit-tls" in commands
+    assert commands.index("nginx -t -q") < commands.index("systemctl reload nginx.service")
+
+
+def test_reverse_proxy_unchanged_does_not_reload(edge: dict[str, Any], pki: dict[str, str]) -> None:
+    ctx = rp.proxy_context(data(), ["10.20.1.11"])
+    responses: dict[Any, Any] = dict(NGINX_RUNNING)
+    for path, content in {
+        rp.PROXY_CONF: rp.render("nginx-proxy.conf.j2", **ctx),
+        rp.LOGROTATE_CONF: rp.render("logrotate-llmkit-nginx.j2", **rp.logrotate_context(data())),
+        f"{rp.TLS_DIR}/server.crt": pki["proxy_cert"],
+        f"{rp.TLS_DIR}/server.key": pki["proxy_key"],
+        f"{rp.TLS_DIR}/ca.crt": pki["ca"],
+    }.items():
+        secret = path.startswith(rp.TLS_DIR)
+        responses.update(
+            present(
+                path,
+                content,
+                "-rw-------" if secret else "-rw-r--r--",
+                "drwx------" if secret else "drwxr-xr-x",
+            )
+        )
+    commands = run_deploy(rp.reverse_proxy, "@fake/proxy-1", edge, responses)
+    assert "nginx -t -q" not in commands
+    assert not any("reload nginx" in c for c in commands)
+
+
+def test_tls_terminator_deploy(edge: dict[str, Any]) -> None:
+    commands = run_deploy(rp.tls_terminator, "@fake/gpu-1", edge, NGINX_RUNNING)
+    assert "chmod 644 /etc/nginx/conf.d/llmkit-model-tls.conf" in commands
+    assert commands.index("nginx -t -q") < commands.index("systemctl reload nginx.service")
+    assert not any("clients-ca.crt" in c for c in commands)
+
+
+def test_tls_terminator_takes_the_default_route_address(edge: dict[str, Any]) -> None:
+    edge["gpu"][0][1]["model_bind_address"] = None
+    route = {"route get": "192.0.2.1 via 10.20.1.1 dev ens5 src 10.20.1.37 uid 0"}
+    commands = run_deploy(rp.tls_terminator, "@fake/gpu-1", edge, route)
+    assert any("ip -4 -o route get" in c for c in commands)
+    assert "nginx -t -q" in commands
+
+
+def test_firewall_deploy_checks_before_loading(edge: dict[str, Any]) -> None:
+    commands = run_deploy(fw.firewall, "@fake/gpu-1", edge, {})
+    assert commands.index("nft -c -f /etc/nftables.conf") < commands.index("nft -f /etc/nftables.conf")
+    assert "systemctl enable nftables.service" in commands
+
+
+def test_firewall_deploy_unchanged_loads_nothing(edge: dict[str, Any]) -> None:
+    text = fw.render_ruleset(
+        fw.firewall_context(
+            "@fake/gpu-1",
+            ["gpu"],
+            data(),
+            {
+                "proxy": [("p", {"ssh_hostname": "10.10.0.5"})],
+                "monitoring": [("m", {"ssh_hostname": "10.30.0.9"})],
+            },
+        )
+    )
+    commands = run_deploy(fw.firewall, "@fake/gpu-1", edge, present(fw.NFTABLES_CONF, text, "-rw-------"))
+    assert not any(c.startswith("nft ") for c in commands)
+
+
+@pytest.mark.parametrize("distro", sorted(OS_RELEASE))
+def test_hardening_deploy(edge: dict[str, Any], distro: str) -> None:
+    release = {"-release": ["/etc/os-release", *OS_RELEASE[distro], "---"]}
+    commands = run_deploy(hd.hardening, "@fake/gpu-1", edge, release)
+    assert commands.index("/usr/sbin/sshd -t") < commands.index("systemctl try-reload-or-restart ssh.service")
+    assert any("install unattended-upgrades" in c for c in commands)
+    assert f"chmod 644 {hd.UNATTENDED_CONF}" in commands
+
+
+def test_hardening_unchanged_does_not_reload_sshd(edge: dict[str, Any]) -> None:
+    responses = {
+        "-release": ["/etc/os-release", *OS_RELEASE["debian-12"], "---"],
+        **present(hd.SSHD_DROPIN, hd.render_sshd(data())),
+    }
+    commands = run_deploy(hd.hardening, "@fake/gpu-1", edge, responses)
+    assert "/usr/sbin/sshd -t" not in commands
+    assert not any("ssh.service" in c for c in commands)
+
+
+def test_hardening_refuses_root_password_login_before_any_command(edge: dict[str, Any]) -> None:
+    edge["gpu"][0][1]["ssh_permit_root_login"] = "yes"
+    with pytest.raises(ValueError, match="ssh_permit_root_login"):
+        run_deploy(hd.hardening, "@fake/gpu-1", edge, {})
