@@ -36,6 +36,8 @@ def main() -> None:
 
 
 def _register() -> None:
+    from llmkit.commands.inventory import inventory
+    from llmkit.commands.pki import pki
     from llmkit.commands.plan import plan
     from llmkit.commands.policy import policy
     from llmkit.commands.size import size
@@ -43,6 +45,8 @@ def _register() -> None:
     main.add_command(size)
     main.add_command(plan)
     main.add_command(policy)
+    main.add_command(pki)
+    main.add_command(inventory)
 
 
 _register()

@@ -1,0 +1,180 @@
+"""Defaults for every host: each host-data key the deploys read, with its secure default.
+
+pyinfra reads this file as the data of the group ``all`` when it finds it as ``group_data/all.py``
+beside the working directory (``pyinfra --chdir playbooks ...``, as the AWS user data runs it) or
+when given ``--group-data playbooks/group_data``. ``site.py`` fills in any key still missing from
+this file, so ``pyinfra playbooks/inventories/<site>.py playbooks/site.py`` from the repository
+root gets the same defaults.
+
+Precedence (pyinfra): host data > inventory group data (``gpu = ([...], {...})``) > this file.
+Caution: when pyinfra loads this file it *replaces* the same keys of an inventory file's own
+``all = ([...], {...})`` data, so put site-wide values in each group's data or each host's data,
+never in an inventory ``all`` group. For that reason every default lives here and there are no
+``gpu.py`` / ``proxy.py`` / ``monitoring.py`` files: such a file would replace the data an
+inventory gives that group.
+
+Keys without a site-independent value (``admin_cidrs``, ``client_cidrs``, ``proxy_server_name``)
+default to "nothing", and the deploy that needs them refuses to run until the inventory sets them.
+Versions and checksums default to None, "the pinned default": the numbers live once, in
+``llmkit/data/versions.yaml`` and ``llmkit/data/artifacts.yaml``.
+
+Plain assignments only: pyinfra turns every top-level name of this file into host data.
+"""
+
+# --- GPU: driver, CUDA, container toolkit (gpu hosts and AWS model_<slug> hosts) ----------------
+
+# Fail the deploy when no NVIDIA GPU is found (True), or warn and skip the driver steps (False,
+# so a CPU-only test host can run the rest). Accepted: True | False.
+require_gpu = False
+
+# NVIDIA driver branch to install, e.g. "570" or "580". None: the matrix default branch
+# (llmkit/data/versions.yaml). Only supported branches of the matrix are accepted.
+nvidia_driver_branch = None
+
+# Where the driver comes from: "distro" (the distribution's signed packages, the default) or
+# "nvidia" (NVIDIA's CUDA apt repository, its signing key pinned in the matrix).
+nvidia_driver_source = "distro"
+
+# Kernel module flavour: "open" | "proprietary". None: the matrix default (open on Turing+).
+nvidia_kernel_module = None
+
+# A driver newer than the chosen branch is already installed: leave it (False, the default: a
+# downgrade can break running workloads) or replace it with the chosen branch (True).
+nvidia_driver_replace_newer = False
+
+# CUDA toolkit version, e.g. "12.8". None: the newest the matrix allows for the host's driver;
+# "none": install no toolkit (Ollama ships its own CUDA runtime). A version the driver cannot run
+# is refused before any change.
+cuda_version = None
+
+# Install the NVIDIA container toolkit (only for containerised runtimes; Ollama runs as a systemd
+# service and does not need it). Accepted: True | False.
+container_toolkit = False
+
+# --- Ollama --------------------------------------------------------------------------------------
+
+# Ollama release to install, e.g. "0.6.5". None: the pinned version (llmkit/data/artifacts.yaml).
+ollama_version = None
+
+# sha256 of the release archive. None: the pinned checksum of the pinned version. Set it (64 hex)
+# when ollama_mirror_url serves another build; a download that does not match is refused.
+ollama_sha256 = None
+
+# Where to download the release from. None: the official release URL of the pinned artifact;
+# else an internal mirror, an http(s):// or file:// URL: <mirror>/ollama/v<version>/<file>, or a
+# template holding {version}, {arch} and {file}. The pinned (or ollama_sha256) checksum applies.
+ollama_mirror_url = None
+
+# Address Ollama listens on (an IP address). Keep "127.0.0.1": clients reach it only through the
+# TLS terminator on model_port; any other address exposes plain-HTTP, unauthenticated Ollama.
+ollama_bind = "127.0.0.1"
+
+# Accept a wildcard ollama_bind (0.0.0.0, ::). False: refused. Accepted: True | False.
+ollama_allow_any_address = False
+
+# Port of Ollama on ollama_bind (1-65535).
+ollama_port = 11434
+
+# Where Ollama keeps model blobs (an absolute path; on AWS the encrypted model-cache volume).
+ollama_models_path = "/var/lib/ollama/models"
+
+# OLLAMA_NUM_PARALLEL: requests served at once per model (integer >= 1). None: the first model's
+# "concurrency" (AWS host data has it), else not set (Ollama decides from the free memory).
+ollama_num_parallel = None
+
+# OLLAMA_MAX_LOADED_MODELS: models kept loaded at once (integer >= 1). None: not set (Ollama's
+# default).
+ollama_max_loaded_models = None
+
+# OLLAMA_KEEP_ALIVE: how long an idle model stays loaded ("5m", "24h", "-1" for ever). None: not
+# set (Ollama's default).
+ollama_keep_alive = None
+
+# --- models --------------------------------------------------------------------------------------
+
+# Models Ollama serves, each a dict: {"name": "deepseek-r1:32b", "source": "registry" (the
+# default: `ollama pull`) | "mirror"}; a "mirror" model also needs "file" (its path under
+# models_mirror_url), "sha256" (64 hex) and "size" (bytes), and may have "modelfile" (directives
+# as text, or {"file", "sha256"} on the mirror). "mirror" (verified by sha256) is the way for
+# hosts without internet access. AWS host data gives {name, tag, quantization, context_length,
+# concurrency, slug, hf_repo} per model. Default: none.
+models: list[dict[str, object]] = []
+
+# Base URL of the internal model mirror for source "mirror" models (an http(s):// or file://
+# URL). None: no mirror (only "registry" models can be pulled).
+models_mirror_url = None
+
+# Remove models present on the host but not listed in `models` (True), or leave them (False).
+prune_models = False
+
+# --- TLS / PKI -----------------------------------------------------------------------------------
+
+# Controller directory holding ca.crt and <inventory host name>.crt/.key as `llmkit pki init` /
+# `llmkit pki issue` write them. None: take the PEM text from tls_cert / tls_key / tls_ca.
+pki_dir = None
+
+# PEM text of the host's certificate, its private key and the CA certificate (used when pki_dir
+# is None). Never commit keys to an inventory: read them from a file or a secret store there.
+tls_cert = None
+tls_key = None
+tls_ca = None
+
+# Port of the TLS terminator on a model host (mTLS with the CA above; the proxy connects to it).
+model_port = 11434
+
+# The model host's model-tier address the TLS terminator binds to (an IP address). None: the
+# source address of the host's IPv4 default route.
+model_bind_address = None
+
+# --- reverse proxy (proxy hosts) -----------------------------------------------------------------
+
+# The public host name clients use (nginx server_name and the certificate's name). None: refused
+# on proxy hosts until set.
+proxy_server_name = None
+
+# Client networks allowed to reach the proxy on 443, CIDR strings (IPv4 or IPv6). Empty: refused
+# on proxy hosts (a proxy nobody may reach).
+client_cidrs: list[str] = []
+
+# Client CA for mutual TLS at the proxy: PEM text or a controller path. None: no client
+# certificates (then set api_key_header or restrict client_cidrs tightly).
+mtls_client_ca = None
+
+# Per-client-address request rate (requests per second, integer >= 1) and burst (integer >= 0).
+rate_limit_per_second = 5
+rate_limit_burst = 20
+
+# HTTP header that must carry an API key (e.g. "X-API-Key"); also the rate limit's key. None: no
+# API key required at the proxy.
+api_key_header = None
+
+# Largest request body nginx accepts ("1m", "512k"...).
+client_max_body_size = "1m"
+
+# Days the proxy's access logs are kept (integer >= 1; 180 meets common audit requirements).
+log_retention_days = 180
+
+# --- host firewall (nftables) --------------------------------------------------------------------
+
+# Networks allowed to SSH in, CIDR strings. Empty: refused (the admins would be locked out).
+admin_cidrs: list[str] = []
+
+# App-tier hosts (IP addresses or CIDRs) allowed to reach model_port on gpu hosts directly, besides
+# the proxy hosts. Default: none.
+gateway_hosts: list[str] = []
+
+# --- hardening -----------------------------------------------------------------------------------
+
+# sshd PermitRootLogin: "prohibit-password" (keys only, the default) or "no" (admins log in as a
+# named user and sudo). "yes" is refused.
+ssh_permit_root_login = "prohibit-password"
+
+# Daily unattended security updates (Ubuntu and Debian). Accepted: True | False.
+unattended_upgrades = True
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+# node_exporter port on every host, and the NVIDIA GPU exporter port on gpu hosts; reachable only
+# from the `monitoring` group's hosts, which scrape the inventory's hosts as targets.
+node_exporter_port = 9100
+gpu_exporter_port = 9835
