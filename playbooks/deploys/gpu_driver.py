@@ -23,6 +23,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
@@ -85,13 +86,34 @@ def keyring_command(key_url: str, fingerprint: str, keyring: str) -> str:
     )
 
 
+def mirror_url(url: str, mirror: str | None) -> str:
+    """``url`` served by ``mirror`` (host data ``nvidia_repo_mirror``): same path, the mirror's base.
+
+    ``https://developer.download.nvidia.com/compute/cuda/repos/...`` with mirror
+    ``https://mirror.internal/nvidia`` becomes ``https://mirror.internal/nvidia/compute/cuda/repos/...``.
+    The signing key is still checked against the pinned fingerprint, so a mirror cannot swap it.
+    """
+    if not mirror:
+        return url
+    parsed = urlsplit(str(mirror))
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+        raise ValueError(
+            "nvidia_repo_mirror must be an http(s) base URL such as https://mirror.internal/nvidia, "
+            f"got {mirror!r}"
+        )
+    return str(mirror).rstrip("/") + urlsplit(url).path
+
+
 def signed_apt_repo(
     *, label: str, key_url: str, fingerprint: str, keyring: str, list_file: str, repo_url: str
 ) -> OperationMeta:
     """Pinned key + ``signed-by`` apt source + ``apt-get update`` when either changed.
 
+    With host data ``nvidia_repo_mirror`` both come from the internal mirror (:func:`mirror_url`).
     Returns the update operation (callers order package installs after it).
     """
+    mirror = host.data.get("nvidia_repo_mirror")
+    key_url, repo_url = mirror_url(key_url, mirror), mirror_url(repo_url, mirror)
     apt.packages(name=f"Install what adding the {label} repository needs", packages=REPO_PREREQUISITES)
     key_changed: Callable[[], bool] = lambda: False  # noqa: E731
     if host.get_fact(KeyringFingerprints, path=keyring) != [fingerprint]:

@@ -35,6 +35,12 @@ nvidia_driver_branch = None
 # "nvidia" (NVIDIA's CUDA apt repository, its signing key pinned in the matrix).
 nvidia_driver_source = "distro"
 
+# An internal mirror of NVIDIA's apt repositories (the CUDA repo and libnvidia-container), as an
+# http(s) base URL under which NVIDIA's paths are kept: https://mirror.internal/nvidia serves
+# /compute/cuda/repos/<distro>/x86_64/ and /libnvidia-container/stable/deb/... . None: NVIDIA's
+# own servers. Signing keys are still checked against the pinned fingerprints.
+nvidia_repo_mirror = None
+
 # Kernel module flavour: "open" | "proprietary". None: the matrix default (open on Turing+).
 nvidia_kernel_module = None
 

@@ -627,3 +627,22 @@ def test_nvidia_smi_fact_command_without_nvidia_smi(tmp_path: Path) -> None:
         ["/bin/sh", "-c", NvidiaSmi().command()], env={"PATH": str(tmp_path)}, capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout == ""
+
+
+def test_nvidia_repositories_can_come_from_an_internal_mirror() -> None:
+    from playbooks.deploys.gpu_driver import mirror_url
+
+    upstream = "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64/3bf863cc.pub"
+    assert mirror_url(upstream, None) == upstream
+    assert (
+        mirror_url(upstream, "https://mirror.internal/nvidia/")
+        == "https://mirror.internal/nvidia/compute/cuda/repos/ubuntu2204/x86_64/3bf863cc.pub"
+    )
+    ctk = "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)"
+    assert (
+        mirror_url(ctk, "http://10.0.0.5:8080")
+        == "http://10.0.0.5:8080/libnvidia-container/stable/deb/$(ARCH)"
+    )
+    for bad in ("mirror.internal", "ftp://mirror.internal", "https://mirror.internal/?x=1"):
+        with pytest.raises(ValueError, match="nvidia_repo_mirror must be an http"):
+            mirror_url(upstream, bad)
