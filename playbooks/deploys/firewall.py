@@ -25,15 +25,14 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from playbooks.render import render
+
 NFTABLES_CONF = "/etc/nftables.conf"
 SSH_PORT = 22
 HTTPS_PORT = 443
@@ -43,19 +42,6 @@ MODEL_GROUP_PREFIX = "model_"
 MONITORING_GROUP = "monitoring"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def render(template: str, **context: Any) -> str:
-    """Render one of ``playbooks/templates`` (undefined names are errors, not empty strings)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template(template).render(**context)
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from playbooks.render import render
+
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-llmkit.conf"
 UNATTENDED_CONF = "/etc/apt/apt.conf.d/52llmkit-unattended-upgrades"
 ROOT_LOGIN_CHOICES = ("prohibit-password", "no")
@@ -47,19 +46,6 @@ SSHD_RELOAD = (
     "/usr/sbin/sshd -t",
     "systemctl try-reload-or-restart ssh.service",
 )
-
-
-def render(template: str, **context: Any) -> str:
-    """Render one of ``playbooks/templates`` (undefined names are errors, not empty strings)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template(template).render(**context)
 
 
 def permit_root_login(data: Mapping[str, Any]) -> str:

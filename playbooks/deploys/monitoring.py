@@ -38,15 +38,12 @@ Decisions, for reviewers:
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
@@ -58,8 +55,8 @@ from llmkit.config import Alarms
 from llmkit.errors import ConfigError
 from playbooks.facts.tls import DefaultRouteSource
 from playbooks.operations.download import verified_download
+from playbooks.render import render
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 INSTALL_ROOT = "/opt/llmkit"
 DOWNLOAD_DIR = "/var/cache/llmkit/downloads"
 UNIT_DIR = "/etc/systemd/system"
@@ -89,21 +86,6 @@ _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 START_LIMIT_INTERVAL_S = 300
 START_LIMIT_BURST = 5
-
-
-def render(template: str, **context: Any) -> str:
-    """Render one of ``playbooks/templates`` (undefined names are errors, not empty strings)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    # JSON text is a YAML double-quoted scalar; unlike ``tojson`` this keeps < > & as they are.
-    env.filters["json"] = json.dumps
-    return env.get_template(template).render(**context)
 
 
 # --- exporters ------------------------------------------------------------------------------------

@@ -29,10 +29,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
@@ -42,8 +40,8 @@ from pyinfra.operations import files, server, systemd
 from llmkit.artifacts import artifact, canonical_arch, is_sha256
 from llmkit.errors import ConfigError
 from playbooks.operations.download import verified_download
+from playbooks.render import render
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 OLLAMA_USER = "ollama"
 OLLAMA_HOME = "/var/lib/ollama"
 INSTALL_ROOT = "/opt/ollama"
@@ -63,19 +61,6 @@ READY_TIMEOUT_S = 120
 _KEEP_ALIVE = re.compile(r"^-?(\d+|(\d+(\.\d+)?(ns|us|ms|s|m|h))+)$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-
-
-def render(template: str, **context: Any) -> str:
-    """Render one of ``playbooks/templates`` (undefined names are errors, not empty strings)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template(template).render(**context)
 
 
 def _positive_int(key: str, value: Any) -> int | None:

@@ -38,14 +38,13 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from ..facts.tls import DefaultRouteSource
+from playbooks.render import render
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from ..facts.tls import DefaultRouteSource
 
 #: Where the proxy and the terminator keep their certificates and keys on the host.
 TLS_DIR = "/etc/nginx/llmkit-tls"
@@ -70,19 +69,6 @@ GENERATION_TIMEOUT = "900s"
 _SIZE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _HEADER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9*_.-]+$")
-
-
-def render(template: str, **context: Any) -> str:
-    """Render one of ``playbooks/templates`` (undefined names are errors, not empty strings)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template(template).render(**context)
 
 
 # --- key material ---------------------------------------------------------------------------------
