@@ -54,11 +54,10 @@ from llmkit.artifacts import Artifact, artifact
 from llmkit.config import Alarms
 from llmkit.errors import ConfigError
 from playbooks.facts.tls import DefaultRouteSource
-from playbooks.operations.download import verified_download
+from playbooks.operations.download import download_release
 from playbooks.render import render
 
 INSTALL_ROOT = "/opt/llmkit"
-DOWNLOAD_DIR = "/var/cache/llmkit/downloads"
 UNIT_DIR = "/etc/systemd/system"
 
 GPU_GROUP = "gpu"
@@ -345,15 +344,8 @@ def _install_exporter(exporter: Exporter, arch: str, listen: str) -> None:
     binary = exporter.binary(rel.version)
     binary_changed = False
     if host.get_fact(File, path=binary) is None:
-        archive_dir = f"{DOWNLOAD_DIR}/{exporter.artifact_name}-v{rel.version}"
-        archive = f"{archive_dir}/{rel.file}"
-        files.directory(name="Download cache", path=archive_dir, user="root", group="root", mode="0700")
-        verified_download(
-            name=f"Download {exporter.artifact_name} {rel.version} ({rel.file}, sha256 {rel.sha256[:12]}...)",
-            src=rel.url,
-            dest=archive,
-            sha256=rel.sha256,
-            size=rel.size_budget,
+        archive = download_release(
+            exporter.artifact_name, rel.version, rel.url, rel.file, rel.sha256, rel.size_budget
         )
         server.shell(
             name=f"Unpack {exporter.artifact_name} {rel.version} into {exporter.install_dir(rel.version)}",

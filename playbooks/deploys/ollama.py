@@ -39,7 +39,7 @@ from pyinfra.operations import files, server, systemd
 
 from llmkit.artifacts import artifact, canonical_arch, is_sha256
 from llmkit.errors import ConfigError
-from playbooks.operations.download import verified_download
+from playbooks.operations.download import download_release
 from playbooks.render import render
 
 OLLAMA_USER = "ollama"
@@ -47,7 +47,6 @@ OLLAMA_HOME = "/var/lib/ollama"
 INSTALL_ROOT = "/opt/ollama"
 BIN_LINK = "/usr/local/bin/ollama"
 UNIT_PATH = "/etc/systemd/system/ollama.service"
-DOWNLOAD_DIR = "/var/cache/llmkit/downloads"
 NOLOGIN = "/usr/sbin/nologin"
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_PORT = 11434
@@ -295,15 +294,8 @@ def ollama() -> None:
 
     binary_changed = False
     if host.get_fact(File, path=settings.binary) is None:
-        archive_dir = f"{DOWNLOAD_DIR}/ollama-v{settings.version}"
-        archive = f"{archive_dir}/{download.file}"
-        files.directory(name="Download cache", path=archive_dir, user="root", group="root", mode="0700")
-        verified_download(
-            name=f"Download Ollama {settings.version} ({download.file}, sha256 {download.sha256[:12]}...)",
-            src=download.url,
-            dest=archive,
-            sha256=download.sha256,
-            size=download.size_budget,
+        archive = download_release(
+            "ollama", settings.version, download.url, download.file, download.sha256, download.size_budget
         )
         server.shell(
             name=f"Unpack Ollama {settings.version} into {settings.install_dir}",

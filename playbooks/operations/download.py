@@ -138,3 +138,28 @@ def verified_download(src: str, dest: str, sha256: str, size: int | None = None)
             raise OperationValueError(f"verified_download {dest}: size must be positive, got {size!r}")
         check_free_space(dest, int(size), host.get_fact(FreeDiskSpace, path=posixpath.dirname(dest)))
     yield download_script(src, dest, digest)
+
+
+# Where release archives wait, verified, until they are unpacked (root only).
+DOWNLOAD_DIR = "/var/cache/llmkit/downloads"
+
+
+def download_release(label: str, version: str, src: str, file: str, sha256: str, size: int | None) -> str:
+    """Queue a verified download of one pinned release archive; return where it will be.
+
+    The archive goes to ``DOWNLOAD_DIR/<label>-v<version>/<file>`` (a root-only directory); the
+    caller unpacks it (re-checking the sha256) with its own extract command.
+    """
+    from pyinfra.operations import files
+
+    archive_dir = f"{DOWNLOAD_DIR}/{label}-v{version}"
+    archive = f"{archive_dir}/{file}"
+    files.directory(name="Download cache", path=archive_dir, user="root", group="root", mode="0700")
+    verified_download(
+        name=f"Download {label} {version} ({file}, sha256 {sha256[:12]}...)",
+        src=src,
+        dest=archive,
+        sha256=sha256,
+        size=size,
+    )
+    return archive
