@@ -160,12 +160,7 @@ class AuditTrail(Component):
     def __init__(self, name: str, args: AuditTrailArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         args.validate()  # before anything is registered
         super().__init__(name, opts)
-        invoke_opts = pulumi.InvokeOutputOptions(parent=self)
-        account_id: pulumi.Input[str] = (
-            args.account_id
-            if args.account_id is not None
-            else aws.get_caller_identity_output(opts=invoke_opts).account_id
-        )
+        account_id: pulumi.Input[str] = self.account_id(args.account_id)
         tags = dict(args.tags)
 
         def log_group(role: str) -> aws.cloudwatch.LogGroup:

@@ -29,3 +29,11 @@ class Component(pulumi.ComponentResource):
 
     def child_name(self, role: str) -> str:
         return f"{self.name}-{role}"
+
+    def account_id(self, given: pulumi.Input[str] | None) -> pulumi.Input[str]:
+        """``given``, else the account of the caller (``aws.get_caller_identity``, parented here)."""
+        if given is not None:
+            return given
+        import pulumi_aws as aws
+
+        return aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id

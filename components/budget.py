@@ -221,11 +221,7 @@ class Budget(Component):
         args.validate()  # before anything is registered
         super().__init__(name, opts)
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
-        account_id: pulumi.Input[str] = (
-            args.account_id
-            if args.account_id is not None
-            else aws.get_caller_identity_output(opts=invoke_opts).account_id
-        )
+        account_id: pulumi.Input[str] = self.account_id(args.account_id)
         partition = aws.get_partition_output(opts=invoke_opts).partition
 
         self.topic = aws.sns.Topic(

@@ -662,11 +662,7 @@ class GpuFleet(Component):
         self.args = args
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
         partition = aws.get_partition_output(opts=invoke_opts)
-        account_id: pulumi.Input[str] = (
-            args.account_id
-            if args.account_id is not None
-            else aws.get_caller_identity_output(opts=invoke_opts).account_id
-        )
+        account_id: pulumi.Input[str] = self.account_id(args.account_id)
         runtime = load_catalog().runtime(args.runtime)
         self.placements: dict[str, Placement] = args.slugs()
         log_group_names = pulumi.Output.all(**args.log_group_names)

@@ -317,11 +317,7 @@ class Secrets(Component):
         args.validate()  # before anything is registered
         super().__init__(name, opts)
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
-        account_id: pulumi.Input[str] = (
-            args.account_id
-            if args.account_id is not None
-            else aws.get_caller_identity_output(opts=invoke_opts).account_id
-        )
+        account_id: pulumi.Input[str] = self.account_id(args.account_id)
         dns_suffix = aws.get_partition_output(opts=invoke_opts).dns_suffix
         tags = dict(args.tags)
 
