@@ -9,8 +9,8 @@ Decisions, for reviewers:
 - Proxy hosts: 443 only from ``client_cidrs`` (empty is refused: a proxy nobody may reach).
 - GPU hosts (group ``gpu`` or ``model_<slug>``): ``model_port`` only from the proxy hosts'
   addresses and ``gateway_hosts``.
-- Monitoring: ``node_exporter_port`` on every host, ``gpu_exporter_port`` on GPU hosts, only from
-  the ``monitoring`` group's hosts.
+- Monitoring: ``node_exporter_port`` on every host, ``gpu_exporter_port`` on GPU hosts,
+  ``proxy_metrics_port`` (mtail) on proxies, only from the ``monitoring`` group's hosts.
 - Peer hosts are identified by IP address (``ssh_hostname``, else the inventory name): a name that
   is not an address is refused rather than resolved on the controller at deploy time.
 - The ruleset lives in its own table (``inet llmkit``), replaced atomically: ``nft -c -f`` checks
@@ -124,6 +124,8 @@ def firewall_context(
         if not clients:
             raise ValueError("client_cidrs is empty on a proxy host: 443 would be closed to every client")
         candidates.append(rule("HTTPS from the client networks", HTTPS_PORT, clients))
+        metrics_port = _port(data, "proxy_metrics_port")
+        candidates.append(rule("Proxy SLO metrics from monitoring", metrics_port, monitoring))
     if "gpu" in host_roles:
         proxies = [peer_address(n, d, PROXY_GROUP) for n, d in peers.get(PROXY_GROUP, [])]
         gateways = networks(data.get("gateway_hosts") or [], "gateway_hosts")

@@ -29,10 +29,19 @@ Decisions, for reviewers:
   :data:`PROMETHEUS_LISTEN` only (reach it through an SSH tunnel). ``promtool check config`` (which
   also checks the rule file) runs before the reload, both only when a file changed; a failing check
   stops the deploy before the reload, so the running Prometheus keeps its last good configuration.
-- **SLO metrics**: the latency and error alerts read :data:`LATENCY_METRIC` (a histogram) and
-  :data:`REQUESTS_METRIC` (a counter with a ``status`` label) from the reverse proxy's metrics job;
-  nothing in this deploy exports them (the proxy's request log is JSON under ``/var/log/llmkit-nginx``).
-  Until a log exporter publishes them, those two alerts have no data and stay silent.
+- **Air-gapped hosts**: with ``exporters_mirror_url`` the releases come from
+  ``<mirror>/<name>/v<version>/<file>`` instead of GitHub, with the same pinned checksums;
+  ``node_exporter_sha256`` / ``gpu_exporter_sha256`` name another checksum for a mirror's own
+  build (the lab builds node_exporter from its Go module).
+- **The GPU exporter needs a GPU**: on a gpu host with no NVIDIA device on the PCI bus (the same
+  fact ``gpu_driver`` reads) it is skipped and said so; its scrape target then reports down.
+- **SLO metrics from the proxy's access log**: on proxy hosts, Debian's ``mtail`` (pinned by the
+  distribution, no download) tails the JSON access log and exports :data:`REQUESTS_METRIC` (a
+  counter by ``status``), :data:`DURATION_METRIC` (whole request) and :data:`LATENCY_METRIC`
+  (time to the upstream's response header: the first token when streaming, the same quantity as
+  the ALB's TargetResponseTime on AWS) on ``proxy_metrics_port`` at the host's address. The p99
+  alert reads :data:`LATENCY_METRIC`, the error alert :data:`REQUESTS_METRIC`. mtail runs as a
+  dynamic user in group ``adm`` (the log's group) under the same hardening as the exporters.
 """
 
 from __future__ import annotations
@@ -50,9 +59,11 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Arch
 from pyinfra.operations import apt, files, server, systemd
 
-from llmkit.artifacts import Artifact, artifact
+from llmkit.artifacts import Artifact, artifact, is_sha256
 from llmkit.config import Alarms
 from llmkit.errors import ConfigError
+from playbooks.deploys.reverse_proxy import PROXY_ACCESS_LOG
+from playbooks.facts.nvidia import NvidiaGpus
 from playbooks.facts.tls import DefaultRouteSource
 from playbooks.operations.download import download_release
 from playbooks.render import render
@@ -63,6 +74,7 @@ UNIT_DIR = "/etc/systemd/system"
 GPU_GROUP = "gpu"
 MODEL_GROUP_PREFIX = "model_"
 MONITORING_GROUP = "monitoring"
+PROXY_GROUP = "proxy"
 
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
 PROMETHEUS_RULES = "/etc/prometheus/llmkit-rules.yml"
@@ -73,9 +85,18 @@ SCRAPE_INTERVAL = "15s"
 #: The distro's node exporter: listens on *:9100, removed in favour of ours.
 DISTRO_NODE_EXPORTER = "prometheus-node-exporter"
 
-#: The SLO metrics the proxy's metrics job must export (see the module docstring).
-LATENCY_METRIC = "llmkit_proxy_request_duration_seconds"
+#: The SLO metrics the proxy's mtail program exports (see the module docstring).
+LATENCY_METRIC = "llmkit_proxy_time_to_first_byte_seconds"
+DURATION_METRIC = "llmkit_proxy_request_duration_seconds"
 REQUESTS_METRIC = "llmkit_proxy_requests_total"
+#: Histogram bucket upper bounds (seconds): first-byte times, and whole (long, streamed) requests.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+MTAIL = "/usr/bin/mtail"
+MTAIL_PROGRAM_DIR = "/etc/llmkit/mtail"
+MTAIL_PROGRAM = f"{MTAIL_PROGRAM_DIR}/llmkit_proxy.mtail"
+PROXY_METRICS_SERVICE = "llmkit-proxy-metrics.service"
+PROXY_METRICS_JOB = "proxy"
 #: nvidia_gpu_exporter's utilization gauge (0..1).
 GPU_UTILIZATION_METRIC = "nvidia_smi_utilization_gpu_ratio"
 RATE_WINDOW = "5m"
@@ -192,20 +213,41 @@ class Release:
     size_budget: int
 
 
-def release(art: Artifact, arch: str) -> Release:
-    """The pinned release for ``arch``; ConfigError when its checksum is not pinned."""
-    sha = art.sha256(arch)
+#: Host data naming another checksum for each exporter (a mirror's own build).
+SHA256_KEYS = {"node_exporter": "node_exporter_sha256", "nvidia_gpu_exporter": "gpu_exporter_sha256"}
+MIRROR_KEY = "exporters_mirror_url"
+_MIRROR = re.compile(r"^(https?|file)://\S+$")
+
+
+def release(art: Artifact, arch: str, data: Mapping[str, Any] | None = None) -> Release:
+    """The pinned release for ``arch``, from GitHub or ``exporters_mirror_url``.
+
+    ConfigError when no checksum is known (neither pinned nor in host data), or on a bad mirror
+    URL or checksum in host data.
+    """
+    data = data or {}
+    sha_key = SHA256_KEYS.get(art.name, f"{art.name}_sha256")
+    override = data.get(sha_key)
+    if override is not None:
+        sha: str | None = str(override).strip().lower()
+        if not is_sha256(sha):
+            raise ConfigError(sha_key, override, "64 hex digits", "invalid checksum")
+    else:
+        sha = art.sha256(arch)
     if sha is None:
         raise ConfigError(
             "arch",
             arch,
             "an architecture with a pinned checksum in llmkit/data/artifacts.yaml",
             f"no published checksum is pinned for {art.name} {art.version} on {arch}; "
-            "refusing to install it unverified",
+            f"refusing to install it unverified (or set {sha_key})",
         )
+    mirror = data.get(MIRROR_KEY)
+    if mirror is not None and not _MIRROR.match(str(mirror)):
+        raise ConfigError(MIRROR_KEY, mirror, "an http(s):// or file:// URL", "invalid mirror")
     return Release(
         version=art.version,
-        url=art.url(arch),
+        url=art.mirror_url(str(mirror), arch) if mirror else art.url(arch),
         sha256=sha,
         file=art.file(arch),
         size_budget=art.download_budget_bytes,
@@ -247,6 +289,86 @@ def render_unit(exporter: Exporter, version: str, listen: str) -> str:
     return render(exporter.template, **unit_context(exporter, version, listen))
 
 
+# --- proxy SLO metrics (mtail) --------------------------------------------------------------------
+
+
+def mtail_buckets(bounds: Iterable[float]) -> str:
+    """mtail's bucket list for these upper bounds.
+
+    mtail 3.0.0~rc50 (Debian 12) takes the first listed value as the exclusive lower bound of the
+    first bucket: listed plainly, an observation of exactly 0 (nginx logs ``0.000`` for a request
+    it answers itself, such as a 429) would be counted but land in no bucket, and ``+Inf`` would
+    disagree with ``_count``. A leading -1 makes the first bucket ``(-1, first]``.
+    """
+    return ", ".join(["-1", *(_number(float(b)) for b in bounds)])
+
+
+def render_mtail_program() -> str:
+    return render(
+        "llmkit_proxy.mtail.j2",
+        requests_metric=REQUESTS_METRIC,
+        duration_metric=DURATION_METRIC,
+        latency_metric=LATENCY_METRIC,
+        duration_buckets=mtail_buckets(DURATION_BUCKETS),
+        latency_buckets=mtail_buckets(LATENCY_BUCKETS),
+    )
+
+
+def render_proxy_metrics_unit(listen: str) -> str:
+    address, _, port_text = listen.rpartition(":")
+    return render(
+        "proxy_metrics.service.j2",
+        mtail=MTAIL,
+        program_dir=MTAIL_PROGRAM_DIR,
+        access_log=PROXY_ACCESS_LOG,
+        address=address.strip("[]"),
+        port=port_text,
+        restart_sec=RESTART_SEC,
+        start_limit_interval_s=START_LIMIT_INTERVAL_S,
+        start_limit_burst=START_LIMIT_BURST,
+    )
+
+
+def _proxy_metrics(listen: str) -> None:
+    apt.packages(
+        name="mtail from the distro (reads the proxy's access log)",
+        packages=["mtail"],
+        no_recommends=True,
+        update=True,
+        cache_time=3600,
+    )
+    files.directory(
+        name="mtail program directory", path=MTAIL_PROGRAM_DIR, user="root", group="root", mode="755"
+    )
+    changes = [
+        files.put(
+            name="mtail program: the proxy's SLO metrics",
+            src=StringIO(render_mtail_program()),
+            dest=MTAIL_PROGRAM,
+            user="root",
+            group="root",
+            mode="0644",
+        ),
+        files.put(
+            name="Proxy metrics systemd unit",
+            src=StringIO(render_proxy_metrics_unit(listen)),
+            dest=f"{UNIT_DIR}/{PROXY_METRICS_SERVICE}",
+            user="root",
+            group="root",
+            mode="0644",
+        ),
+    ]
+    changed = any(op.will_change for op in changes)
+    systemd.service(
+        name="Run the proxy metrics exporter (mtail)",
+        service=PROXY_METRICS_SERVICE,
+        running=True,
+        enabled=True,
+        daemon_reload=changes[1].will_change,
+        restarted=changed,
+    )
+
+
 # --- Prometheus -----------------------------------------------------------------------------------
 
 
@@ -278,7 +400,7 @@ def rules_context(alarms: Alarms | None = None) -> dict[str, Any]:
         ),
         "gpu_high_expr": f"{by_host} > {_number(high / 100)}",
         "gpu_low_expr": f"{by_host} < {_number(low / 100)}",
-        "down_expr": f'up{{job=~"{NODE_EXPORTER.job}|{GPU_EXPORTER.job}"}} == 0',
+        "down_expr": f'up{{job=~"{NODE_EXPORTER.job}|{GPU_EXPORTER.job}|{PROXY_METRICS_JOB}"}} == 0',
     }
 
 
@@ -293,7 +415,7 @@ class InventoryHost:
     data: Mapping[str, Any]
 
 
-def scrape_target(member: InventoryHost, exporter: Exporter) -> str:
+def scrape_target(member: InventoryHost, port_key: str) -> str:
     address = inventory_address(member.name, member.data)
     if _ip(address) is None and not _HOST_NAME.fullmatch(address):
         raise ConfigError(
@@ -302,19 +424,24 @@ def scrape_target(member: InventoryHost, exporter: Exporter) -> str:
             "an IP address or DNS name Prometheus can reach",
             f"host {member.name}: cannot scrape it",
         )
-    return socket_address(address, port(member.data, exporter.port_key))
+    return socket_address(address, port(member.data, port_key))
+
+
+def _scrape_groups(members: Iterable[InventoryHost], port_key: str) -> list[dict[str, Any]]:
+    return [{"targets": [scrape_target(m, port_key)], "labels": {"host": m.name}} for m in members]
 
 
 def prometheus_context(hosts: Iterable[InventoryHost], rules_path: str = PROMETHEUS_RULES) -> dict[str, Any]:
-    """Scrape jobs: node_exporter on every host, the GPU exporter on GPU hosts (inventory order)."""
+    """Scrape jobs: node_exporter on every host, the GPU exporter on GPU hosts, mtail on proxies."""
     members = list(hosts)
     jobs = []
     for exporter, selected in (
         (NODE_EXPORTER, members),
         (GPU_EXPORTER, [m for m in members if is_gpu_host(m.groups)]),
     ):
-        groups = [{"targets": [scrape_target(m, exporter)], "labels": {"host": m.name}} for m in selected]
-        jobs.append({"name": exporter.job, "groups": groups})
+        jobs.append({"name": exporter.job, "groups": _scrape_groups(selected, exporter.port_key)})
+    proxies = [m for m in members if PROXY_GROUP in m.groups]
+    jobs.append({"name": PROXY_METRICS_JOB, "groups": _scrape_groups(proxies, "proxy_metrics_port")})
     return {
         "scrape_interval": SCRAPE_INTERVAL,
         "rules_path": rules_path,
@@ -339,8 +466,8 @@ def inventory_hosts() -> list[InventoryHost]:
 # --- operations -----------------------------------------------------------------------------------
 
 
-def _install_exporter(exporter: Exporter, arch: str, listen: str) -> None:
-    rel = release(artifact(exporter.artifact_name), arch)
+def _install_exporter(exporter: Exporter, arch: str, listen: str, data: Mapping[str, Any]) -> None:
+    rel = release(artifact(exporter.artifact_name), arch, data)
     binary = exporter.binary(rel.version)
     binary_changed = False
     if host.get_fact(File, path=binary) is None:
@@ -443,8 +570,14 @@ def monitoring() -> None:
         packages=[DISTRO_NODE_EXPORTER],
         present=False,
     )
-    _install_exporter(NODE_EXPORTER, arch, socket_address(address, port(data, NODE_EXPORTER.port_key)))
+    _install_exporter(NODE_EXPORTER, arch, socket_address(address, port(data, NODE_EXPORTER.port_key)), data)
     if is_gpu_host(host.groups):
-        _install_exporter(GPU_EXPORTER, arch, socket_address(address, port(data, GPU_EXPORTER.port_key)))
+        if host.get_fact(NvidiaGpus):
+            gpu_listen = socket_address(address, port(data, GPU_EXPORTER.port_key))
+            _install_exporter(GPU_EXPORTER, arch, gpu_listen, data)
+        else:
+            host.noop("No NVIDIA GPU on the PCI bus: the GPU exporter is not installed")
+    if PROXY_GROUP in host.groups:
+        _proxy_metrics(socket_address(address, port(data, "proxy_metrics_port")))
     if MONITORING_GROUP in host.groups:
         _prometheus(inventory_hosts())

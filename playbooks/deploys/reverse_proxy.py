@@ -50,6 +50,8 @@ from ..facts.tls import DefaultRouteSource
 TLS_DIR = "/etc/nginx/llmkit-tls"
 #: The JSON access logs (rotated by our own logrotate file).
 LOG_DIR = "/var/log/llmkit-nginx"
+#: The proxy's JSON access log (mtail reads it for the SLO metrics: ``monitoring.py``).
+PROXY_ACCESS_LOG = f"{LOG_DIR}/proxy-access.log"
 PROXY_CONF = "/etc/nginx/conf.d/llmkit-proxy.conf"
 TERMINATOR_CONF = "/etc/nginx/conf.d/llmkit-model-tls.conf"
 LOGROTATE_CONF = "/etc/logrotate.d/llmkit-nginx"
@@ -205,7 +207,7 @@ def proxy_context(data: Mapping[str, Any], upstreams: Iterable[str]) -> dict[str
         "client_max_body_size": _body_size(data),
         "client_ca": bool(data.get("mtls_client_ca")),
         "tls_dir": TLS_DIR,
-        "access_log": f"{LOG_DIR}/proxy-access.log",
+        "access_log": PROXY_ACCESS_LOG,
         "upstream_tls_name": UPSTREAM_TLS_NAME,
     }
 

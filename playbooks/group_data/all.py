@@ -184,3 +184,13 @@ unattended_upgrades = True
 # from the `monitoring` group's hosts, which scrape the inventory's hosts as targets.
 node_exporter_port = 9100
 gpu_exporter_port = 9835
+# The proxy hosts' SLO metrics (mtail reading the JSON access log), scraped by the monitoring hosts.
+proxy_metrics_port = 3903
+
+# Air-gapped hosts: an internal mirror laid out as <mirror>/<name>/v<version>/<file> (e.g.
+# https://mirror.internal/ serves node_exporter/v1.9.1/node_exporter-1.9.1.linux-amd64.tar.gz),
+# an http(s):// or file:// URL. None: the official GitHub releases. The pinned checksums apply
+# either way, unless node_exporter_sha256 / gpu_exporter_sha256 (64 hex) name a mirror's own build.
+exporters_mirror_url = None
+node_exporter_sha256 = None
+gpu_exporter_sha256 = None

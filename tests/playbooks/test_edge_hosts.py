@@ -99,6 +99,7 @@ DEFAULTS: dict[str, Any] = {
     "gateway_hosts": ["10.20.5.10"],
     "node_exporter_port": 9100,
     "gpu_exporter_port": 9835,
+    "proxy_metrics_port": 3903,
     "ssh_permit_root_login": "prohibit-password",
     "unattended_upgrades": True,
 }
@@ -353,6 +354,8 @@ def test_firewall_proxy_opens_443_only_to_clients() -> None:
     assert accepts(text, 11434) == []
     assert accepts(text, 9835) == []
     assert accepts(text, 9100) == ["ip saddr { 10.30.0.9/32 } tcp dport 9100 accept"]
+    assert accepts(text, 3903) == ["ip saddr { 10.30.0.9/32 } tcp dport 3903 accept"]
+    assert accepts(ruleset(["gpu"]), 3903) == []
 
 
 @pytest.mark.parametrize("groups", [["gpu"], ["model_deepseek_r1_32b"]])

@@ -9,6 +9,7 @@ the two releases; the deploy runs against pyinfra's ``@fake`` connector: facts i
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -28,8 +29,9 @@ from llmkit.artifacts import Artifact, artifact
 from llmkit.config import Alarms
 from llmkit.errors import ConfigError
 from playbooks.deploys import monitoring as mon
+from playbooks.deploys import reverse_proxy as rp
 
-PORTS = {"node_exporter_port": 9100, "gpu_exporter_port": 9835}
+PORTS = {"node_exporter_port": 9100, "gpu_exporter_port": 9835, "proxy_metrics_port": 3903}
 
 
 def member(name: str, groups: list[str], **data: Any) -> mon.InventoryHost:
@@ -81,7 +83,10 @@ def test_alert_thresholds_are_the_config_defaults() -> None:
     ):
         assert by_name[name]["for"] == f"{sustained}m"
     assert mon.GPU_UTILIZATION_METRIC in by_name["LlmkitGpuUtilizationHigh"]["expr"]
-    assert by_name["LlmkitExporterDown"]["expr"] == 'up{job=~"node|nvidia_gpu"} == 0'
+    assert by_name["LlmkitExporterDown"]["expr"] == 'up{job=~"node|nvidia_gpu|proxy"} == 0'
+    # The latency alert reads the first-byte histogram the proxy's mtail program exports.
+    assert f"{mon.LATENCY_METRIC}_bucket" in by_name["LlmkitP99LatencyHigh"]["expr"]
+    assert mon.REQUESTS_METRIC in by_name["LlmkitErrorRateHigh"]["expr"]
 
 
 def test_alert_thresholds_follow_the_alarms_model() -> None:
@@ -135,6 +140,7 @@ def test_scrape_targets_come_from_the_inventory() -> None:
         ("[2001:db8::9]:9101", "mon-1"),
     ]
     assert by_job["nvidia_gpu"] == [("10.20.1.11:9835", "gpu-1"), ("10.20.2.7:9835", "llama-a")]
+    assert by_job["proxy"] == [("proxy.lab.example:3903", "proxy-1")]
     assert by_job["prometheus"] == [(mon.PROMETHEUS_LISTEN, "")]
 
 
@@ -284,6 +290,8 @@ OS_RELEASE = {
     "debian-12": ['NAME="Debian GNU/Linux"', "ID=debian", 'VERSION_ID="12"', "VERSION_CODENAME=bookworm"],
 }
 FREE_PLENTY = {"--output=avail": ["Avail", str(100 * 2**30)]}
+#: The PCI scan of the NvidiaGpus fact: one H200 (vendor 10de, 3D controller class).
+ONE_GPU = {"/sys/bus/pci/devices/*": ["0000:00:06.0 0x10de 0x2335 0x030200"]}
 
 
 def machine(uname_m: str) -> dict[Any, Any]:
@@ -369,7 +377,7 @@ def curls(commands: list[str]) -> list[str]:
 
 @pytest.mark.parametrize(("uname_m", "arch"), [("x86_64", "amd64"), ("aarch64", "arm64")])
 def test_gpu_host_installs_both_exporters_verified(uname_m: str, arch: str) -> None:
-    commands = run_deploy("@fake/gpu-1", FLEET_GROUPS, {**machine(uname_m), **FREE_PLENTY})
+    commands = run_deploy("@fake/gpu-1", FLEET_GROUPS, {**machine(uname_m), **FREE_PLENTY, **ONE_GPU})
     fetches = curls(commands)
     assert len(fetches) == 2
     for name, fetch in zip(("node_exporter", "nvidia_gpu_exporter"), fetches, strict=True):
@@ -400,6 +408,14 @@ def test_distro_node_exporter_is_removed_when_installed() -> None:
     assert not any("remove" in c and "prometheus-node-exporter" in c for c in clean)
 
 
+PROXY_METRICS_UNIT = f"{mon.UNIT_DIR}/{mon.PROXY_METRICS_SERVICE}"
+PROXY_METRICS_IN_PLACE = {
+    **present(mon.MTAIL_PROGRAM, mon.render_mtail_program()),
+    **present(PROXY_METRICS_UNIT, mon.render_proxy_metrics_unit("10.10.0.5:3903")),
+    **running(mon.PROXY_METRICS_SERVICE),
+}
+
+
 def test_unchanged_exporter_is_neither_downloaded_nor_restarted() -> None:
     version = artifact("node_exporter").version
     unit = mon.render_unit(mon.NODE_EXPORTER, version, "10.10.0.5:9100")
@@ -407,6 +423,7 @@ def test_unchanged_exporter_is_neither_downloaded_nor_restarted() -> None:
         **present(mon.NODE_EXPORTER.binary(version), mode="-rwxr-xr-x"),
         **present(mon.NODE_EXPORTER.unit_path, unit),
         **running("llmkit-node-exporter.service"),
+        **PROXY_METRICS_IN_PLACE,
         **machine("x86_64"),
     }
     commands = run_deploy("@fake/proxy-1", FLEET_GROUPS, responses)
@@ -417,7 +434,7 @@ def test_unchanged_exporter_is_neither_downloaded_nor_restarted() -> None:
 
 
 def test_exporter_binds_to_the_host_address(uploads: dict[str, str]) -> None:
-    run_deploy("@fake/gpu-1", FLEET_GROUPS, {**machine("x86_64"), **FREE_PLENTY})
+    run_deploy("@fake/gpu-1", FLEET_GROUPS, {**machine("x86_64"), **FREE_PLENTY, **ONE_GPU})
     assert "--web.listen-address=10.20.1.11:9100" in uploaded(uploads, mon.NODE_EXPORTER.unit_path)
     assert "--web.listen-address=10.20.1.11:9835" in uploaded(uploads, mon.GPU_EXPORTER.unit_path)
 
@@ -491,3 +508,161 @@ def test_unchanged_prometheus_is_not_reloaded() -> None:
     commands = run_deploy("@fake/mon-1", FLEET_GROUPS, responses)
     assert not any(c.startswith("promtool") for c in commands)
     assert not any("reload prometheus" in c or "restart prometheus" in c for c in commands)
+
+
+# --- GPU-less gpu hosts, mirrors ------------------------------------------------------------------
+
+
+def test_gpu_host_without_a_gpu_gets_no_gpu_exporter() -> None:
+    commands = run_deploy("@fake/gpu-1", FLEET_GROUPS, {**machine("x86_64"), **FREE_PLENTY})
+    (fetch,) = curls(commands)
+    assert "node_exporter" in fetch
+    assert any("/sys/bus/pci/devices" in c for c in commands)  # it looked for one
+    assert not any("llmkit-gpu-exporter" in c or "nvidia_gpu_exporter" in c for c in commands)
+
+
+def test_exporters_come_from_the_mirror_with_a_mirror_checksum() -> None:
+    own_build = "ab" * 32
+    groups = {
+        "proxy": [
+            (
+                "@fake/proxy-1",
+                {
+                    "ssh_hostname": "10.10.0.5",
+                    "exporters_mirror_url": "http://10.97.0.1:8080/",
+                    "node_exporter_sha256": own_build.upper(),
+                },
+            )
+        ]
+    }
+    commands = run_deploy("@fake/proxy-1", groups, {**machine("x86_64"), **FREE_PLENTY})
+    (fetch,) = curls(commands)
+    art = artifact("node_exporter")
+    assert f"url=http://10.97.0.1:8080/node_exporter/v{art.version}/{art.file('amd64')}" in fetch
+    assert f"expected={own_build}" in fetch
+    assert "github.com" not in fetch
+    (extract,) = [c for c in commands if "tar -xzf" in c]
+    assert f"echo '{own_build}  " in extract
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"exporters_mirror_url": "ftp://mirror/"}, "exporters_mirror_url"),
+        ({"node_exporter_sha256": "not-a-digest"}, "node_exporter_sha256"),
+    ],
+)
+def test_bad_mirror_settings_are_refused(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        mon.release(artifact("node_exporter"), "amd64", data)
+
+
+# --- the proxy's SLO metrics (mtail) ---------------------------------------------------------------
+
+
+def test_proxy_host_runs_mtail_on_its_access_log(uploads: dict[str, str]) -> None:
+    commands = run_deploy("@fake/proxy-1", FLEET_GROUPS, {**machine("x86_64"), **FREE_PLENTY})
+    (install,) = [c for c in commands if "apt-get" in c and "install" in c and "mtail" in c]
+    assert "--no-install-recommends" in install
+    unit = uploaded(uploads, PROXY_METRICS_UNIT)
+    assert "--address 10.10.0.5 --port 3903" in unit
+    assert f"--logs {mon.PROXY_ACCESS_LOG}" in unit
+    for line in (
+        "DynamicUser=true",
+        "SupplementaryGroups=adm",
+        "NoNewPrivileges=true",
+        "CapabilityBoundingSet=",
+    ):
+        assert line in unit.splitlines()
+    assert uploaded(uploads, mon.MTAIL_PROGRAM) == mon.render_mtail_program()
+    assert any(re.search(r"systemctl (re)?start llmkit-proxy-metrics\.service", c) for c in commands)
+
+
+def test_unchanged_proxy_metrics_are_not_restarted() -> None:
+    commands = run_deploy(
+        "@fake/proxy-1", FLEET_GROUPS, {**PROXY_METRICS_IN_PLACE, **machine("x86_64"), **FREE_PLENTY}
+    )
+    assert not any("llmkit-proxy-metrics" in c and "restart" in c for c in commands)
+
+
+def test_gpu_and_monitoring_hosts_run_no_mtail() -> None:
+    for target in ("@fake/gpu-1", "@fake/mon-1"):
+        commands = run_deploy(target, FLEET_GROUPS, {**machine("x86_64"), **FREE_PLENTY})
+        assert not any("mtail" in c for c in commands), target
+
+
+def test_mtail_buckets_start_below_zero() -> None:
+    assert mon.mtail_buckets([0.5, 2, 10]) == "-1, 0.5, 2, 10"
+
+
+def access_log_line(**values: str) -> str:
+    """One line as nginx writes it with the proxy's real log_format (from the rendered template)."""
+    template = (Path(rp.__file__).parent.parent / "templates" / "nginx-proxy.conf.j2").read_text()
+    block = template.split("log_format llmkit_proxy_json escape=json", 1)[1].split(";", 1)[0]
+    fmt = "".join(re.findall(r"'([^']*)'", block))
+
+    def value(match: re.Match[str]) -> str:
+        return values.get(match.group(1), "x")
+
+    line = re.sub(r"\$([a-z0-9_]+)", value, fmt)
+    assert isinstance(json.loads(line), dict)  # the format really is JSON
+    return line
+
+
+needs_mtail = pytest.mark.skipif(
+    shutil.which("mtail") is None, reason="mtail not installed (apt-get install mtail)"
+)
+
+
+@needs_mtail
+def test_real_mtail_turns_the_access_log_into_the_slo_metrics(tmp_path: Path) -> None:
+    common = {"bytes_sent": "10", "request_length": "10"}
+    lines = [
+        access_log_line(status="200", request_time="3.500", upstream_header_time="0.400", **common),
+        # nginx retried the next upstream: the last attempt's header time counts.
+        access_log_line(status="502", request_time="1.200", upstream_header_time="-, 1.100", **common),
+        # Answered by nginx itself (rate limit): no upstream, a time of 0.000.
+        access_log_line(status="429", request_time="0.000", upstream_header_time="", **common),
+    ]
+    log = tmp_path / "proxy-access.log"
+    log.write_text("\n".join(lines) + "\n")
+    progs = tmp_path / "progs"
+    progs.mkdir()
+    (progs / "llmkit_proxy.mtail").write_text(mon.render_mtail_program())
+    result = subprocess.run(
+        [
+            "mtail",
+            "--one_shot",
+            "--one_shot_format",
+            "prometheus",
+            "--emit_prog_label=false",
+            "--progs",
+            str(progs),
+            "--logs",
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    samples = {}
+    for line in result.stdout.splitlines():
+        if line and not line.startswith("#"):
+            name, _, number = line.rpartition(" ")
+            samples[name] = float(number)
+    total = mon.REQUESTS_METRIC
+    assert samples[f'{total}{{status="200"}}'] == 1
+    assert samples[f'{total}{{status="502"}}'] == 1
+    assert samples[f'{total}{{status="429"}}'] == 1
+    duration, latency = mon.DURATION_METRIC, mon.LATENCY_METRIC
+    assert samples[f"{duration}_count"] == 3
+    assert samples[f'{duration}_bucket{{le="+Inf"}}'] == 3  # the 0.000 one lands in a bucket
+    assert samples[f'{duration}_bucket{{le="0.1"}}'] == 1
+    assert samples[f'{duration}_bucket{{le="2"}}'] == 2
+    assert samples[f"{latency}_count"] == 2
+    assert samples[f"{latency}_sum"] == pytest.approx(1.5)
+    assert samples[f'{latency}_bucket{{le="0.5"}}'] == 1
+    assert samples[f'{latency}_bucket{{le="1"}}'] == 1
+    assert samples[f'{latency}_bucket{{le="2"}}'] == 2
