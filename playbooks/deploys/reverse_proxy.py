@@ -9,9 +9,10 @@ Decisions, for reviewers:
   (and the ``model_<slug>`` groups) on ``model_port``, reached over TLS 1.3 with the proxy's own
   certificate as client certificate, theirs verified against the internal CA under the name
   :data:`UPSTREAM_TLS_NAME` (every model host's certificate must carry it as a DNS SAN). Passive
-  health checks (``max_fails``/``fail_timeout``), a retry on another host only on connect
-  error/timeout (never once a response started), long timeouts and no response buffering for
-  streamed generation.
+  health checks (``max_fails``/``fail_timeout``), a retry on another host on connect
+  error/timeout or a 502/503 from its terminator (its Ollama is down), POSTs included since
+  inference changes nothing, never once a response started and never on 504; long timeouts and
+  no response buffering for streamed generation.
 - **Logs**: one JSON object per request (``escape=json``; no query string, no API key) under
   :data:`LOG_DIR`, rotated daily and kept ``log_retention_days`` days (a directory of its own, so
   the distro's ``/etc/logrotate.d/nginx`` and ours never claim the same file).
