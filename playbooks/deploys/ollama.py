@@ -18,8 +18,8 @@ Decisions:
 - It listens on ``ollama_bind:ollama_port`` (127.0.0.1:11434): the TLS terminator is the only
   way in from the network. A wildcard address (0.0.0.0, ::) is refused unless
   ``ollama_allow_any_address`` is explicitly true.
-- The unit restarts only when the unit or the binary changed; the deploy then waits until
-  ``/api/version`` answers.
+- The unit restarts only when the unit or the binary changed; after a start or restart the
+  deploy waits until ``/api/version`` answers.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def ollama() -> None:
         mode="0644",
     )
     unit_changed = unit.will_change
-    systemd.service(
+    service = systemd.service(
         name="Run Ollama",
         service="ollama.service",
         running=True,
@@ -323,7 +323,10 @@ def ollama() -> None:
         daemon_reload=unit_changed,
         restarted=unit_changed or binary_changed or link.will_change,
     )
+    # Only after a (re)start: an unchanged, running server is not polled, so a run that changes
+    # nothing reports no change.
     server.shell(
         name=f"Wait until Ollama answers on {settings.api_version_url}",
         commands=[wait_command(settings)],
+        _if=service.did_change,
     )

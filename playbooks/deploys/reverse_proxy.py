@@ -41,6 +41,7 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
 from playbooks.render import render
@@ -357,15 +358,16 @@ def tls_terminator() -> None:
         changes = _nginx_base(data)
         files.directory(name="TLS directory (root only)", path=TLS_DIR, user="root", group="root", mode="700")
         # Not a change that needs a reload on its own: the first run also writes the config.
-        server.shell(
-            name="Self-signed host certificate (behind the AWS load balancer), made once",
-            commands=[
-                f"test -s {TLS_DIR}/server.key || (umask 077 && openssl req -x509 -newkey ec "
-                f"-pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN={context['bind_address']} "
-                f"-addext subjectAltName=IP:{context['bind_address']} "
-                f"-keyout {TLS_DIR}/server.key -out {TLS_DIR}/server.crt)"
-            ],
-        )
+        if host.get_fact(File, path=f"{TLS_DIR}/server.key") is None:
+            server.shell(
+                name="Self-signed host certificate (behind the AWS load balancer), made once",
+                commands=[
+                    f"test -s {TLS_DIR}/server.key || (umask 077 && openssl req -x509 -newkey ec "
+                    f"-pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN={context['bind_address']} "
+                    f"-addext subjectAltName=IP:{context['bind_address']} "
+                    f"-keyout {TLS_DIR}/server.key -out {TLS_DIR}/server.crt)"
+                ],
+            )
     changes.append(
         files.put(
             name="TLS terminator configuration",

@@ -574,6 +574,15 @@ def test_tls_terminator_deploy(edge: dict[str, Any]) -> None:
     assert not any("clients-ca.crt" in c for c in commands)
 
 
+def test_self_signed_terminator_makes_its_certificate_once(edge: dict[str, Any]) -> None:
+    edge["gpu"][0][1]["model_tls_mode"] = "self-signed-behind-alb"
+    first = run_deploy(rp.tls_terminator, "@fake/gpu-1", edge, NGINX_RUNNING)
+    assert sum("openssl req -x509" in c for c in first) == 1
+    key = present(f"{rp.TLS_DIR}/server.key", "k", "-rw-------", "drwx------")
+    again = run_deploy(rp.tls_terminator, "@fake/gpu-1", edge, {**NGINX_RUNNING, **key})
+    assert not any("openssl" in c for c in again)  # an unchanged host runs nothing for it
+
+
 def test_tls_terminator_takes_the_default_route_address(edge: dict[str, Any]) -> None:
     edge["gpu"][0][1]["model_bind_address"] = None
     route = {"route get": "192.0.2.1 via 10.20.1.1 dev ens5 src 10.20.1.37 uid 0"}

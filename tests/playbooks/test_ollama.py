@@ -462,10 +462,16 @@ def test_ollama_unchanged_host_is_not_restarted() -> None:
         **present(ol.UNIT_PATH, "-rw-r--r--"),
         **present("/etc/systemd/system", "drwxr-xr-x"),
         "--property SubState ollama.service": ["Id=ollama.service", "SubState=running"],
+        "--property UnitFileState ollama.service": ["Id=ollama.service", "UnitFileState=enabled"],
     }
     commands = run_deploy(ol.ollama, {}, responses)
     assert not any("systemctl restart" in c or "daemon-reload" in c or "ln -s" in c for c in commands)
-    assert any(c.endswith("/api/version") for c in commands)
+    # Nothing (re)started, so nothing to wait for: an unchanged host reports no change.
+    assert not any(c.endswith("/api/version") for c in commands)
+    stopped = {**responses, "--property SubState ollama.service": ["Id=ollama.service", "SubState=dead"]}
+    commands = run_deploy(ol.ollama, {}, stopped)
+    start = next(i for i, c in enumerate(commands) if "systemctl start ollama.service" in c)
+    assert start < next(i for i, c in enumerate(commands) if c.endswith("/api/version"))
 
 
 def test_ollama_refuses_a_wildcard_bind_before_running_anything() -> None:
