@@ -57,7 +57,7 @@ PROXY_ACCESS_LOG = f"{LOG_DIR}/proxy-access.log"
 PROXY_CONF = "/etc/nginx/conf.d/llmkit-proxy.conf"
 TERMINATOR_CONF = "/etc/nginx/conf.d/llmkit-model-tls.conf"
 LOGROTATE_CONF = "/etc/logrotate.d/llmkit-nginx"
-#: The distro's default site (port 80): removed on proxy and model hosts.
+#: The distro's default site (port 80, a symlink into sites-available): removed on proxy and model hosts.
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 #: The name the proxy verifies on every model host's certificate (a DNS SAN they all carry).
 UPSTREAM_TLS_NAME = "model.llmkit.internal"
@@ -299,7 +299,7 @@ def _nginx_base(data: Mapping[str, Any]) -> list[Any]:
     apt.packages(name="nginx from the distro", packages=["nginx"], update=True, cache_time=3600)
     files.directory(name="JSON access log directory", path=LOG_DIR, user="root", group="adm", mode="750")
     return [
-        files.file(name="Remove the distro's default site", path=DEFAULT_SITE, present=False),
+        files.link(name="Remove the distro's default site", path=DEFAULT_SITE, present=False),
         files.put(
             name="Rotate the access logs",
             src=StringIO(render("logrotate-llmkit-nginx.j2", **logrotate_context(data))),

@@ -89,7 +89,10 @@ class OllamaModels(FactBase):
 
 
 def parse_free_bytes(lines: Iterable[str]) -> int | None:
-    """The last all-digit line of ``df -P -B1 --output=avail`` (the header is ``Avail``)."""
+    """The last all-digit line of ``df -B1 --output=avail`` (the header is ``Avail``).
+
+    (GNU df refuses ``-P`` together with ``--output``, so the command must not add it.)
+    """
     value = None
     for line in lines:
         text = line.strip()
@@ -109,7 +112,7 @@ class FreeDiskSpace(FactBase):
         p = shlex.quote(path)
         return (
             f'd={p}; while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done; '
-            'df -P -B1 --output=avail "$d" 2>/dev/null || true'
+            'df -B1 --output=avail "$d" 2>/dev/null || true'
         )
 
     def process(self, output: list[str]) -> int | None:

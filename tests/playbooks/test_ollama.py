@@ -26,6 +26,7 @@ from llmkit.errors import ConfigError
 from playbooks.deploys import models as md
 from playbooks.deploys import ollama as ol
 from playbooks.facts.ollama import (
+    FreeDiskSpace,
     InstalledModel,
     OllamaModels,
     normalize_model_name,
@@ -253,6 +254,19 @@ def test_model_names_normalize() -> None:
 def test_free_bytes_parser() -> None:
     assert parse_free_bytes(["     Avail", "1234567"]) == 1234567
     assert parse_free_bytes(["df: /nope: No such file or directory"]) is None
+
+
+def test_free_disk_space_fact_runs_with_the_real_df(tmp_path: Path) -> None:
+    """The fact's command through a real shell and GNU df, for a path that does not exist yet."""
+    fact = FreeDiskSpace()
+    target = tmp_path / "not" / "yet" / "there.gguf"
+    result = subprocess.run(
+        ["sh", "-c", fact.command(path=str(target))], capture_output=True, text=True, check=True
+    )
+    free = fact.process(result.stdout.splitlines())
+    expected = shutil.disk_usage(tmp_path).free
+    assert free is not None, result.stdout + result.stderr
+    assert abs(free - expected) <= 64 * 1024 * 1024  # the same filesystem, give or take other writers
 
 
 # --- the download script, run for real ----------------------------------------------------------
