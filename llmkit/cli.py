@@ -37,6 +37,7 @@ def main() -> None:
 
 def _register() -> None:
     from llmkit.commands.inventory import inventory
+    from llmkit.commands.lab import lab
     from llmkit.commands.pki import pki
     from llmkit.commands.plan import plan
     from llmkit.commands.policy import policy
@@ -47,6 +48,7 @@ def _register() -> None:
     main.add_command(policy)
     main.add_command(pki)
     main.add_command(inventory)
+    main.add_command(lab)
 
 
 _register()

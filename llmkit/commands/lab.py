@@ -1,0 +1,176 @@
+"""`llmkit lab up|status|down`: the on-prem lab of systemd-nspawn hosts the playbooks run against.
+
+What each step makes and removes, and why it is safe, is explained in :mod:`llmkit.lab.lab`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from llmkit.commands import make_console
+from llmkit.errors import EXIT_FINDINGS, EXIT_OK, LlmkitError
+from llmkit.lab import builds as lab_builds
+from llmkit.lab import lab as lib
+from llmkit.lab import machines, network
+
+
+class _LabGroup(click.Group):
+    """User errors as one message and exit 2, also when the group runs on its own (tests, scripts)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LlmkitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+_DIR = click.Path(file_okay=False, path_type=Path)
+_STATE_DIR = click.option(
+    "--state-dir",
+    type=_DIR,
+    default=lib.DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where the lab keeps its state (lab.json, inventory.py, pki/, mirror/, logs/, host roots).",
+)
+
+
+def _progress(message: str) -> None:
+    click.echo(f"lab: {message}", err=True)
+
+
+@click.group(cls=_LabGroup)
+def lab() -> None:
+    """The on-prem lab: Debian 12 hosts in systemd-nspawn on a private /24 of this machine.
+
+    Needs root, systemd-nspawn, debootstrap, apt-cacher-ng and nginx. Hosts reach nothing but
+    each other and the controller (caching apt proxy, artefact mirror). Exit codes: 0 ok,
+    1 something of the lab is not running (status), 2 usage error or missing prerequisite.
+    """
+
+
+@lab.command()
+@click.option(
+    "--hosts",
+    default=",".join(lib.DEFAULT_HOSTS),
+    show_default=True,
+    help="Comma-separated host names; groups from prefixes: proxy*, gpu*, monitoring*/mon*, gateway*.",
+)
+@click.option(
+    "--subnet",
+    default=network.DEFAULT_SUBNET,
+    show_default=True,
+    help="The lab's private /24; the controller is .1, hosts .10, .11, ... in --hosts order.",
+)
+@_STATE_DIR
+@click.option(
+    "--builds/--no-builds",
+    default=True,
+    show_default=True,
+    help="Build (or reuse) Ollama and node_exporter and write the tiny model into the mirror, "
+    "so that the site deploy runs on the lab as it is.",
+)
+@click.option(
+    "--cache-dir",
+    type=_DIR,
+    default=None,
+    help=f"Image and package cache (default ${machines.CACHE_ENV} or {machines.DEFAULT_CACHE_DIR}).",
+)
+@click.option(
+    "--boot-timeout",
+    type=click.FloatRange(min=10),
+    default=lib.BOOT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for every host's sshd.",
+)
+def up(
+    hosts: str, subnet: str, state_dir: Path, builds: bool, cache_dir: Path | None, boot_timeout: float
+) -> None:
+    """Build (or reuse) the image, boot the hosts, start the proxy and mirror, write the inventory."""
+    names = network.validate_hosts(hosts)
+    network.parse_subnet(subnet)
+    lib.preflight()
+    if builds:
+        lab_builds.preflight()  # refuse before anything is made when Go or a C compiler is missing
+    made = lib.up(
+        names, state_dir, cache_dir=cache_dir, subnet=subnet, boot_timeout=boot_timeout, progress=_progress
+    )
+    if builds:
+        lab_builds.publish(made.mirror_dir, cache_dir, progress=_progress)
+        lib.write_inventory(made)  # now with the mirror's Ollama, node_exporter and model
+    console = make_console()
+    console.print(
+        f"lab up in {made.timings.get('up_seconds', 0):.0f} s: {len(made.hosts)} host(s) on {made.subnet}"
+    )
+    for host in made.hosts:
+        console.print(f"  {host.name:<16} {host.address:<15} ssh -i {made.ssh_key} root@{host.address}")
+    console.print(f"  inventory  {made.inventory_path}")
+    console.print(f"  apt proxy  {made.apt_proxy_url}")
+    console.print(f"  mirror     {made.mirror_url}  ({made.mirror_dir})")
+    console.print(f"  pki        {made.pki_dir}")
+
+
+@lab.command()
+@_STATE_DIR
+@click.option("--no-ssh", is_flag=True, help="Only check that sshd answers on port 22, do not log in.")
+def status(state_dir: Path, no_ssh: bool) -> None:
+    """Machines, interfaces and services of the lab; exit 1 if any of them is not running."""
+    report = lib.status(state_dir, check_ssh=not no_ssh)
+
+    def yes(flag: bool) -> str:
+        return "[green]yes[/]" if flag else "[red]no[/]"
+
+    console = make_console()
+    machines_table = Table(
+        title=f"lab machines ({report.lab.subnet}, controller {report.lab.controller_address})"
+    )
+    for column in ("host", "address", "machine", "nspawn pid", "running", "ssh", "log"):
+        machines_table.add_column(column, overflow="fold")
+    for host in report.hosts:
+        machines_table.add_row(
+            host.name,
+            host.address,
+            host.machine,
+            str(host.pid or "-"),
+            yes(host.running),
+            yes(host.ssh),
+            str(host.log),
+        )
+    console.print(machines_table)
+    interfaces = Table(title="interfaces")
+    for column in ("name", "kind", "present", "detail"):
+        interfaces.add_column(column)
+    for link in report.interfaces:
+        interfaces.add_row(link.name, link.kind, yes(link.present), link.detail)
+    console.print(interfaces)
+    services = Table(title="services")
+    for column in ("service", "pid", "running", "listening", "url", "log"):
+        services.add_column(column, overflow="fold")
+    for svc in report.services:
+        services.add_row(
+            svc.name, str(svc.pid or "-"), yes(svc.running), yes(svc.listening), svc.url, str(svc.log)
+        )
+    console.print(services)
+    if report.healthy:
+        console.print("lab is up")
+        sys.exit(EXIT_OK)
+    console.print("[red]part of the lab is not running[/]: `llmkit lab down` then `llmkit lab up`")
+    sys.exit(EXIT_FINDINGS)
+
+
+@lab.command()
+@_STATE_DIR
+def down(state_dir: Path) -> None:
+    """Stop and remove the machines, interfaces, services and host roots (keeps caches, PKI, logs)."""
+    lib.preflight(lib.DOWN_PROGRAMS)
+    removed = lib.down(state_dir, progress=_progress)
+    if not removed:
+        click.echo(f"nothing to remove: no lab recorded in {state_dir}")
+        return
+    click.echo(f"removed {len(removed)} item(s):")
+    for item in removed:
+        click.echo(f"  {item}")
