@@ -140,6 +140,7 @@ def test_proxy_config_has_the_security_lines() -> None:
     assert "proxy_ssl_protocols TLSv1.3;" in body
     assert f"proxy_ssl_name {rp.UPSTREAM_TLS_NAME};" in body
     assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in body
+    assert f"proxy_next_upstream_tries {len(UPSTREAMS)};" in body  # each model host once
     assert "proxy_buffering off;" in body
     assert any(re.fullmatch(r"proxy_read_timeout (\d+)s;", x) and int(x.split()[1][:-2]) >= 600 for x in body)
     # JSON access log that never records the query string.
