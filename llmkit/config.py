@@ -469,6 +469,207 @@ class Secrets(_Section):
     )
 
 
+# --- the gateway section (the app tier's LLM gateway: LiteLLM) ---------------------------------
+
+_DURATION = re.compile(r"(?P<n>[1-9][0-9]{0,4})(?P<unit>[mhd])")
+_DURATION_TEXT = "a duration such as 30m, 12h or 7d (minutes, hours or days; at most 365d)"
+_DURATION_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_NAME_TEXT = "a lowercase name of letters, digits and -, starting with a letter (at most 63)"
+#: Route groups a role may name (LiteLLM's own names); a path starting with / is taken as it is.
+GATEWAY_ROUTE_GROUPS = ("llm_api_routes", "info_routes", "management_routes")
+#: The roles a gateway has when the stack names none (the issue's matrix).
+DEFAULT_GATEWAY_ROLES: dict[str, dict[str, Any]] = {
+    "dev-test": {
+        "routes": ["/v1/chat/completions", "/chat/completions"],
+        "key_ttl": "7d",
+        "max_budget_usd": 50,
+        "budget_period": "30d",
+        "rpm_limit": 60,
+        "tpm_limit": 100000,
+    },
+    "production": {
+        "routes": ["llm_api_routes"],
+        "key_ttl": "30d",
+        "rotate_after": "7d",
+        "max_budget_usd": 5000,
+        "budget_period": "30d",
+        "rpm_limit": 600,
+        "tpm_limit": 2000000,
+    },
+    "admin": {
+        "routes": ["management_routes", "info_routes"],
+        "key_ttl": "12h",
+        "admin_cidr_only": True,
+    },
+}
+
+
+def duration_seconds(text: str) -> int:
+    """``"7d"`` -> 604800. The text must already be a valid duration (see :data:`Duration`)."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(match["n"]) * _DURATION_SECONDS[match["unit"]]
+
+
+def _duration_problem(text: Any) -> str | None:
+    if not isinstance(text, str) or not _DURATION.fullmatch(text):
+        return "not a duration"
+    return "longer than 365d" if duration_seconds(text) > 365 * 86400 else None
+
+
+def _name_problem(text: Any) -> str | None:
+    return None if isinstance(text, str) and _NAME.fullmatch(text) else "not a usable name"
+
+
+def _route_problem(route: Any) -> str | None:
+    if isinstance(route, str) and (
+        route in GATEWAY_ROUTE_GROUPS or re.fullmatch(r"/[A-Za-z0-9/_.*-]*", route)
+    ):
+        return None
+    return "not a route"
+
+
+Duration = Annotated[str, _check(_duration_problem)]
+GatewayName = Annotated[str, _check(_name_problem)]
+Route = Annotated[str, _check(_route_problem)]
+
+
+class GatewayAlias(_Section):
+    """One model name that clients ask for, routed to a served model."""
+
+    model: str = Field(description="the name of a model in llmkit:models")
+    fallbacks: list[GatewayName] = Field(
+        default_factory=list,
+        description="a list of other aliases, tried in order when this alias's backends fail",
+    )
+
+
+class GatewayRole(_Section):
+    """What a virtual key of this role may do: its routes, models, lifetime, budget and rate."""
+
+    routes: list[Route] = Field(
+        min_length=1,
+        description="a list of at least one route: a path such as /v1/chat/completions (a trailing * "
+        "for a prefix) or a group: " + ", ".join(GATEWAY_ROUTE_GROUPS),
+    )
+    models: list[str] = Field(
+        default_factory=lambda: ["*"], description='a list of aliases, or ["*"] for every alias'
+    )
+    key_ttl: Duration = Field(description=_DURATION_TEXT)
+    rotate_after: Duration | None = Field(
+        None, description=f"{_DURATION_TEXT}, shorter than key_ttl: keys older than this are rotated"
+    )
+    max_budget_usd: float | None = Field(
+        None, gt=0, description="a number > 0 (US dollars per budget_period)"
+    )
+    budget_period: Duration = Field("30d", description=_DURATION_TEXT)
+    rpm_limit: int | None = Field(None, ge=1, description="an integer >= 1 (requests per minute per key)")
+    tpm_limit: int | None = Field(None, ge=1, description="an integer >= 1 (tokens per minute per key)")
+    admin_cidr_only: bool = Field(
+        False, description="true (the role's routes answer only from llmkit:gateway.admin_cidrs) or false"
+    )
+
+    @model_validator(mode="after")
+    def _rotation_inside_ttl(self) -> GatewayRole:
+        if self.rotate_after is not None and duration_seconds(self.rotate_after) >= duration_seconds(
+            self.key_ttl
+        ):
+            _reject(
+                f"keys would expire (key_ttl {self.key_ttl}) before they are rotated",
+                self.rotate_after,
+                f"a duration shorter than key_ttl {self.key_ttl}",
+                ".rotate_after",
+            )
+        return self
+
+
+class GatewayDatabase(_Section):
+    """The gateway's PostgreSQL (keys, spend and request logs)."""
+
+    instance_class: str = Field(
+        "db.t4g.medium",
+        pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
+        description="an RDS instance class such as db.t4g.medium",
+    )
+    allocated_storage_gib: int = Field(50, ge=20, le=65536, description="an integer 20..65536")
+    backup_retention_days: int = Field(
+        14, ge=7, le=35, description="an integer 7..35 (automated backups kept)"
+    )
+    multi_az: bool = Field(True, description="true (a standby in a second AZ) or false")
+    iam_auth: bool = Field(
+        False,
+        description="true (IAM database authentication is enabled as well) or false (the password from "
+        "the RDS-managed secret only)",
+    )
+    external_url_secret: str | None = Field(
+        None,
+        description="Kubernetes only: the name of a Secret in the gateway's namespace whose DATABASE_URL "
+        "key points at the database",
+    )
+
+
+class Gateway(_Section):
+    """The app tier's LLM gateway (LiteLLM's proxy at the version pinned in llmkit/data/gateway.yaml)."""
+
+    aliases: dict[GatewayName, GatewayAlias] = Field(
+        min_length=1, description="a mapping of alias -> {model, fallbacks}, at least one"
+    )
+    roles: dict[GatewayName, GatewayRole] = Field(
+        default_factory=lambda: {k: GatewayRole.model_validate(v) for k, v in DEFAULT_GATEWAY_ROLES.items()},
+        description="a mapping of role -> its routes, models, key_ttl, ... "
+        "(default: dev-test, production, admin)",
+    )
+    admin_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="a list of IPv4 CIDRs from which the admin role's routes answer (empty: from nowhere)",
+    )
+    image: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9./:_-]*(@sha256:[0-9a-f]{64})?$",
+        description="a container image reference, best pinned by digest (default: the pinned LiteLLM image)",
+    )
+    replicas: int = Field(2, ge=1, le=20, description="an integer 1..20 (gateway tasks or pods)")
+    cpu: Literal[512, 1024, 2048, 4096] = Field(1024, description="one of: 512, 1024, 2048, 4096 (CPU units)")
+    memory_mib: int = Field(2048, ge=1024, le=30720, description="an integer 1024..30720")
+    num_retries: int = Field(
+        3, ge=0, le=10, description="an integer 0..10 (retries on connection errors and 5xx)"
+    )
+    retry_backoff_seconds: float = Field(
+        1.0, gt=0, le=60, description="a number > 0 and <= 60 (first backoff; it doubles per retry)"
+    )
+    allowed_fails: int = Field(
+        3, ge=1, le=100, description="an integer 1..100 (failures in a minute before a backend cools down)"
+    )
+    cooldown_seconds: int = Field(30, ge=1, le=3600, description="an integer 1..3600")
+    request_timeout_seconds: int = Field(600, ge=10, le=3600, description="an integer 10..3600")
+    log_retention_days: int = Field(
+        180, ge=180, le=3653, description="an integer 180..3653 (spend and request logs kept)"
+    )
+    store_prompts: bool = Field(
+        False, description="true (prompts and completions are stored in the request logs) or false"
+    )
+    database: GatewayDatabase = Field(default_factory=GatewayDatabase)
+
+    @model_validator(mode="after")
+    def _references(self) -> Gateway:
+        problems = [
+            _Problem("unknown alias", name, f".aliases.{alias}.fallbacks[{i}]", _one_of(self.aliases))
+            for alias, spec in self.aliases.items()
+            for i, name in enumerate(spec.fallbacks)
+            if name not in self.aliases or name == alias
+        ]
+        problems += [
+            _Problem("unknown alias", name, f".roles.{role}.models[{i}]", '["*"] or ' + _one_of(self.aliases))
+            for role, spec in self.roles.items()
+            for i, name in enumerate(spec.models)
+            if name != "*" and name not in self.aliases
+        ]
+        _fail(problems)
+        return self
+
+
 # --- the firewall section ------------------------------------------------------------------------
 
 FIREWALL_TIERS = ("lb", "app")  # the tiers extra_ingress may open; model and data admit only their front tier
@@ -608,6 +809,9 @@ class StackConfig(_Section):
     fleet: Fleet = Field(default_factory=Fleet)
     alarms: Alarms = Field(default_factory=Alarms)
     secrets: Secrets = Field(default_factory=Secrets)
+    gateway: Gateway | None = Field(
+        None, description="a mapping with keys: " + ", ".join(Gateway.model_fields) + " (absent: no gateway)"
+    )
     tags: dict[str, str] = Field(
         description="a mapping of string tags with at least: " + ", ".join(REQUIRED_TAGS)
     )
@@ -662,6 +866,20 @@ class StackConfig(_Section):
         endpoint = info.data.get("endpoint")
         _fail(_world_open_problems(firewall, endpoint.public if endpoint is not None else None))
         return firewall
+
+    @field_validator("gateway")
+    @classmethod
+    def _served_aliases(cls, gateway: Gateway | None, info: ValidationInfo) -> Gateway | None:
+        models = info.data.get("models")
+        if gateway is None or models is None:
+            return gateway
+        served = [spec.name for spec in models]
+        _fail(
+            _Problem("not a model of llmkit:models", alias.model, f".aliases.{name}.model", _one_of(served))
+            for name, alias in gateway.aliases.items()
+            if alias.model not in served
+        )
+        return gateway
 
     @model_validator(mode="after")
     def _egress_subnets(self) -> StackConfig:

@@ -22,6 +22,7 @@ from llmkit.config import (
     TIERS,
     FirewallSection,
     StackConfig,
+    duration_seconds,
     from_mapping,
     from_pulumi_runtime,
     load_stack,
@@ -341,6 +342,7 @@ def test_unknown_top_level_llmkit_key() -> None:
             "fleet",
             "alarms",
             "secrets",
+            "gateway",
             "tags",
         )
     )
@@ -924,3 +926,72 @@ def test_world_open_extra_ingress_only_on_lb_443_of_a_public_endpoint() -> None:
         "0.0.0.0/0 opens tier lb port 80 to every address",
         FW_WORLD,
     )
+
+
+# --- llmkit:gateway ----------------------------------------------------------------------------
+
+
+def test_the_gateway_defaults_to_the_issue_role_matrix() -> None:
+    gateway = from_mapping(GOOD, source="test").gateway
+    assert gateway is not None
+    assert set(gateway.aliases) == {"general", "default"}
+    roles = gateway.roles
+    assert set(roles) == {"dev-test", "production", "admin"}
+    assert roles["dev-test"].routes == ["/v1/chat/completions", "/chat/completions"]
+    assert duration_seconds(roles["dev-test"].key_ttl) == 7 * 86400
+    assert roles["production"].routes == ["llm_api_routes"] and roles["production"].rotate_after == "7d"
+    assert roles["admin"].admin_cidr_only and not roles["production"].admin_cidr_only
+    assert gateway.log_retention_days == 180 and gateway.store_prompts is False
+    assert gateway.database.backup_retention_days >= 7
+
+
+def test_no_gateway_key_means_no_gateway() -> None:
+    assert from_mapping(changed(("llmkit:gateway", DELETE)), source="test").gateway is None
+
+
+def test_a_gateway_alias_must_name_a_configured_model() -> None:
+    error = only_error(changed(("llmkit:gateway.aliases.general.model", "deepseek-r1:70b")))
+    assert_error(
+        error,
+        "llmkit:gateway.aliases.general.model",
+        "deepseek-r1:70b",
+        "not a model of llmkit:models",
+        "one of: deepseek-r1:32b",
+    )
+
+
+def test_fallbacks_and_role_models_must_name_aliases() -> None:
+    errors = errors_of(
+        changed(
+            ("llmkit:gateway.aliases.default.fallbacks", ["general", "cheap"]),
+            ("llmkit:gateway.roles", {"ci": {"routes": ["/v1/*"], "key_ttl": "1d", "models": ["reasoning"]}}),
+        )
+    )
+    found = {(e.key, e.value, e.problem) for e in errors}
+    assert found == {
+        ("llmkit:gateway.aliases.default.fallbacks[1]", "cheap", "unknown alias"),
+        ("llmkit:gateway.roles.ci.models[0]", "reasoning", "unknown alias"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("role", "key", "value", "problem"),
+    [
+        ({"routes": ["/v1/*"], "key_ttl": "7 days"}, "key_ttl", "7 days", "not a duration"),
+        ({"routes": ["/v1/*"], "key_ttl": "400d"}, "key_ttl", "400d", "longer than 365d"),
+        ({"routes": ["v1/chat"], "key_ttl": "1d"}, "routes[0]", "v1/chat", "not a route"),
+        (
+            {"routes": ["/v1/*"], "key_ttl": "7d", "rotate_after": "7d"},
+            "rotate_after",
+            "7d",
+            "keys would expire (key_ttl 7d) before they are rotated",
+        ),
+        ({"routes": ["/v1/*"], "key_ttl": "1d", "rpm_limit": 0}, "rpm_limit", 0, None),
+    ],
+)
+def test_bad_gateway_roles_are_named(role: dict[str, Any], key: str, value: Any, problem: str | None) -> None:
+    error = only_error(changed(("llmkit:gateway.roles", {"ci": role})))
+    assert error.key == f"llmkit:gateway.roles.ci.{key}"
+    assert error.value == value
+    if problem is not None:
+        assert error.problem == problem
