@@ -631,7 +631,9 @@ class Gateway(_Section):
         description="a container image reference, best pinned by digest (default: the pinned LiteLLM image)",
     )
     replicas: int = Field(2, ge=1, le=20, description="an integer 1..20 (gateway tasks or pods)")
-    cpu: Literal[512, 1024, 2048, 4096] = Field(1024, description="one of: 512, 1024, 2048, 4096 (CPU units)")
+    cpu: Literal[512, 1024, 2048, 4096] = Field(
+        1024, description="one of: 512, 1024, 2048, 4096 (CPU units: 1024 is one vCPU or core)"
+    )
     memory_mib: int = Field(2048, ge=1024, le=30720, description="an integer 1024..30720")
     num_retries: int = Field(
         3, ge=0, le=10, description="an integer 0..10 (retries on connection errors and 5xx)"

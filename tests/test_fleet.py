@@ -92,6 +92,8 @@ def raw_config(stack: str = "prod") -> dict[str, Any]:
 def config(stack: str = "prod", **changes: Any) -> StackConfig:
     """The stack's real config with some ``llmkit:<key>`` values replaced."""
     raw = raw_config(stack)
+    if "models" in changes and "gateway" not in changes:
+        raw.pop("llmkit:gateway", None)  # its aliases name the stack's own models
     raw.update({f"llmkit:{key}": value for key, value in changes.items()})
     return from_mapping(raw, source=f"test {stack}", stack=stack, project_dir=ROOT)
 

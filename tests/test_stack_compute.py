@@ -120,6 +120,7 @@ def _plan_with(tmp_path: Path, edit: dict[str, Any]) -> Plan:
     stack_file = tmp_path / "stacks" / "Pulumi.prod.yaml"
     doc = yaml.safe_load(stack_file.read_text())
     doc["config"]["llmkit:models"][1].update(edit)
+    doc["config"].pop("llmkit:gateway", None)  # its aliases name the stack's own models
     stack_file.write_text(yaml.safe_dump(doc))
     return run_plan("prod", tmp_path)
 
