@@ -113,3 +113,5 @@ def test_the_pinned_release_is_one_version_everywhere() -> None:
     release = g.litellm_release()
     assert release.requirement == f"litellm[proxy]=={release.version}"
     assert f"v{release.version}" in release.image
+    requirements = (ROOT / "playbooks" / "files" / "gateway-requirements.txt").read_text()
+    assert f"litellm=={release.version}" in requirements  # the hashed lock is for the same release
