@@ -32,7 +32,10 @@ from llmkit.lab import lab as labmod
 from llmkit.lab import machines, network, services, system
 
 ROOT = Path(__file__).resolve().parents[2]
-NET = ipaddress.IPv4Network("10.98.0.0/24")
+# Not the subnet of any real lab (the e2e tests use 10.94 and 10.98, `llmkit lab up` 10.97,
+# bench/lab.py 10.96): down() in these tests looks for machines, links and namespaces by the
+# names it derives from the subnet, and must never meet a running lab's.
+NET = ipaddress.IPv4Network("10.199.77.0/24")
 ALL_PROGRAMS = {program for program, _ in labmod.REQUIRED_PROGRAMS}
 
 
@@ -207,22 +210,22 @@ def test_other_subnets_are_refused_with_a_clear_message(bad: str, why: str) -> N
 
 
 def test_addresses_controller_first_then_hosts_from_dot_10_in_order() -> None:
-    assert network.controller_address(NET) == ipaddress.IPv4Address("10.98.0.1")
+    assert network.controller_address(NET) == ipaddress.IPv4Address("10.199.77.1")
     addresses = network.host_addresses(NET, ["proxy", "gpu1", "gpu2"])
     assert {k: str(v) for k, v in addresses.items()} == {
-        "proxy": "10.98.0.10",
-        "gpu1": "10.98.0.11",
-        "gpu2": "10.98.0.12",
+        "proxy": "10.199.77.10",
+        "gpu1": "10.199.77.11",
+        "gpu2": "10.199.77.12",
     }
 
 
 def test_interface_and_machine_names_are_unique_per_subnet_and_fit() -> None:
     other = ipaddress.IPv4Network("10.97.0.0/24")
-    assert network.bridge_name(NET) == "llmkit-0a6200"
+    assert network.bridge_name(NET) == "llmkit-0ac74d"
     assert network.bridge_name(other) != network.bridge_name(NET)
     widest = ipaddress.IPv4Network("192.168.255.0/24")
     assert len(network.bridge_name(widest)) <= network.IFNAME_MAX
-    assert network.machine_name("proxy", NET) == "proxy-10-98-0"
+    assert network.machine_name("proxy", NET) == "proxy-10-199-77"
     assert network.machine_name("proxy", NET) != network.machine_name("proxy", other)
 
 
@@ -230,12 +233,12 @@ def test_interface_and_machine_names_are_unique_per_subnet_and_fit() -> None:
 
 
 def test_networkd_file_gives_host0_its_static_address_and_no_way_out() -> None:
-    text = network.networkd_unit(ipaddress.IPv4Address("10.98.0.11"), NET)
+    text = network.networkd_unit(ipaddress.IPv4Address("10.199.77.11"), NET)
     parser = configparser.ConfigParser()
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(text)
     assert parser["Match"]["Name"] == "host0"
-    assert parser["Network"]["Address"] == "10.98.0.11/24"
+    assert parser["Network"]["Address"] == "10.199.77.11/24"
     assert parser["Network"]["DHCP"] == "no"
     assert parser["Network"]["IPv6AcceptRA"] == "no"
     assert parser["Network"]["LinkLocalAddressing"] == "no"
@@ -245,19 +248,19 @@ def test_networkd_file_gives_host0_its_static_address_and_no_way_out() -> None:
 
 
 def test_hosts_file_lists_loopback_the_controller_and_every_host() -> None:
-    entries = [network.HostEntry("proxy", "10.98.0.10"), network.HostEntry("gpu1", "10.98.0.11")]
-    lines = network.hosts_file(entries, ipaddress.IPv4Address("10.98.0.1")).splitlines()
+    entries = [network.HostEntry("proxy", "10.199.77.10"), network.HostEntry("gpu1", "10.199.77.11")]
+    lines = network.hosts_file(entries, ipaddress.IPv4Address("10.199.77.1")).splitlines()
     assert "127.0.0.1\tlocalhost" in lines
-    assert "10.98.0.1\tlab-controller" in lines
-    assert "10.98.0.10\tproxy" in lines and "10.98.0.11\tgpu1" in lines
+    assert "10.199.77.1\tlab-controller" in lines
+    assert "10.199.77.10\tproxy" in lines and "10.199.77.11\tgpu1" in lines
 
 
 def test_apt_and_pip_go_through_the_controller_proxy() -> None:
-    apt = machines.apt_proxy_conf("http://10.98.0.1:3142")
-    assert 'Acquire::http::Proxy "http://10.98.0.1:3142";' in apt
+    apt = machines.apt_proxy_conf("http://10.199.77.1:3142")
+    assert 'Acquire::http::Proxy "http://10.199.77.1:3142";' in apt
     pip = configparser.ConfigParser()
-    pip.read_string(machines.pip_conf("http://10.98.0.1:3142"))
-    assert pip["global"]["proxy"] == "http://10.98.0.1:3142"
+    pip.read_string(machines.pip_conf("http://10.199.77.1:3142"))
+    assert pip["global"]["proxy"] == "http://10.199.77.1:3142"
     assert pip["global"]["cert"] == "/" + machines.CA_BUNDLE_IN_HOST
 
 
@@ -272,12 +275,12 @@ def test_configure_root_makes_a_copy_of_the_image_into_one_host(tmp_path: Path) 
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     setup = machines.HostSetup(
         name="gpu1",
-        address=ipaddress.IPv4Address("10.98.0.11"),
+        address=ipaddress.IPv4Address("10.199.77.11"),
         network=NET,
-        controller=ipaddress.IPv4Address("10.98.0.1"),
-        hosts=(network.HostEntry("proxy", "10.98.0.10"), network.HostEntry("gpu1", "10.98.0.11")),
+        controller=ipaddress.IPv4Address("10.199.77.1"),
+        hosts=(network.HostEntry("proxy", "10.199.77.10"), network.HostEntry("gpu1", "10.199.77.11")),
         public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE1lab llmkit-lab",
-        apt_proxy_url="http://10.98.0.1:3142",
+        apt_proxy_url="http://10.199.77.1:3142",
     )
     machines.configure_root(root, setup, ca_bundle=bundle)
     assert (root / "etc/hostname").read_text() == "gpu1\n"
@@ -288,22 +291,22 @@ def test_configure_root_makes_a_copy_of_the_image_into_one_host(tmp_path: Path) 
     assert keys.read_text() == setup.public_key + "\n"
     assert keys.stat().st_mode & 0o777 == 0o600
     assert (root / "root/.ssh").stat().st_mode & 0o777 == 0o700
-    assert "Address=10.98.0.11/24" in (root / machines.NETWORKD_FILE).read_text()
-    assert "http://10.98.0.1:3142" in (root / machines.APT_PROXY_FILE).read_text()
-    assert "10.98.0.10\tproxy" in (root / "etc/hosts").read_text()
+    assert "Address=10.199.77.11/24" in (root / machines.NETWORKD_FILE).read_text()
+    assert "http://10.199.77.1:3142" in (root / machines.APT_PROXY_FILE).read_text()
+    assert "10.199.77.10\tproxy" in (root / "etc/hosts").read_text()
     assert (root / machines.CA_BUNDLE_IN_HOST).read_text() == bundle.read_text()
 
 
 def test_nspawn_boots_the_root_on_the_bridge_without_a_system_bus() -> None:
-    argv = machines.nspawn_argv(Path("/s/machines/gpu1"), "gpu1-10-98-0", "llmkit-0a6200")
+    argv = machines.nspawn_argv(Path("/s/machines/gpu1"), "gpu1-10-199-77", "llmkit-0ac74d")
     assert argv[0] == "systemd-nspawn"
     for flag in (
         "--boot",
         "--directory=/s/machines/gpu1",
-        "--machine=gpu1-10-98-0",
+        "--machine=gpu1-10-199-77",
         "--register=no",
         "--keep-unit",
-        "--network-bridge=llmkit-0a6200",
+        "--network-bridge=llmkit-0ac74d",
         "--link-journal=no",
         "--resolv-conf=off",
         "--settings=no",
@@ -394,13 +397,13 @@ def paths(tmp_path: Path) -> services.ServicePaths:
 
 
 def test_the_apt_proxy_listens_on_the_lab_address_and_tunnels_only_to_pypi(tmp_path: Path) -> None:
-    text = services.acng_conf(paths(tmp_path), ipaddress.IPv4Address("10.98.0.1"))
+    text = services.acng_conf(paths(tmp_path), ipaddress.IPv4Address("10.199.77.1"))
     conf = dict(
         line.split(": ", 1) for line in text.splitlines() if ": " in line and not line.startswith("#")
     )
-    assert conf["BindAddress"] == "10.98.0.1"
+    assert conf["BindAddress"] == "10.199.77.1"
     assert conf["Port"] == "3142"
-    assert conf["CacheDir"] == str(tmp_path / "cache/apt-cacher-ng/10-98-0")
+    assert conf["CacheDir"] == str(tmp_path / "cache/apt-cacher-ng/10-199-77")
     assert conf["LogDir"].startswith(str(tmp_path / "state"))
     assert "0.0.0.0" not in text and "Remap-" not in text and "ReportPage" not in text
     pattern = re.compile(conf["PassThroughPattern"])
@@ -416,15 +419,15 @@ def test_the_apt_proxy_listens_on_the_lab_address_and_tunnels_only_to_pypi(tmp_p
 
 
 def test_the_mirror_serves_read_only_on_the_lab_address_with_a_rate(tmp_path: Path) -> None:
-    text = services.nginx_conf(paths(tmp_path), ipaddress.IPv4Address("10.98.0.1"), 4096, "nobody nogroup")
-    assert "listen 10.98.0.1:8080;" in text
+    text = services.nginx_conf(paths(tmp_path), ipaddress.IPv4Address("10.199.77.1"), 4096, "nobody nogroup")
+    assert "listen 10.199.77.1:8080;" in text
     assert len(re.findall(r"^\s*listen ", text, re.MULTILINE)) == 1
     assert "limit_rate 4096;" in text
     assert "limit_except GET { deny all; }" in text
     assert "autoindex off;" in text and "server_tokens off;" in text
     assert f'root "{tmp_path / "state/mirror"}";' in text
     assert "limit_rate 0;" in services.nginx_conf(
-        paths(tmp_path), ipaddress.IPv4Address("10.98.0.1"), None, "root root"
+        paths(tmp_path), ipaddress.IPv4Address("10.199.77.1"), None, "root root"
     )
 
 
@@ -455,34 +458,34 @@ def planned(tmp_path: Path, hosts: list[str] | None = None) -> labmod.Lab:
         hosts or ["proxy", "gpu1", "gpu2", "mon1", "monitoring2", "gateway1", "db1"],
         tmp_path / "state",
         tmp_path / "cache",
-        "10.98.0.0/24",
+        "10.199.77.0/24",
     )
 
 
 def test_state_round_trips_through_lab_json(tmp_path: Path) -> None:
     lab = planned(tmp_path, ["proxy", "gpu1"])
-    lab.hosts[0].pid, lab.hosts[0].veth = 4242, "vb-proxy-10-98-0"
-    lab.services["mirror"] = labmod.Service("nginx mirror", "10.98.0.1", 8080, tmp_path / "log", pid=77)
+    lab.hosts[0].pid, lab.hosts[0].veth = 4242, "vb-proxy-10-199-77"
+    lab.services["mirror"] = labmod.Service("nginx mirror", "10.199.77.1", 8080, tmp_path / "log", pid=77)
     lab.mirror_rate = 1000
     lab.timings["up_seconds"] = 12.5
     lab.state_dir.mkdir(parents=True)
     lab.save()
     loaded = labmod.load(lab.state_dir)
     assert loaded == lab
-    assert loaded.host("proxy").address == "10.98.0.10"
-    assert loaded.controller_address == "10.98.0.1"
-    assert loaded.mirror_url == "http://10.98.0.1:8080"
-    assert loaded.apt_proxy_url == "http://10.98.0.1:3142"
-    assert loaded.bridge == "llmkit-0a6200"
+    assert loaded.host("proxy").address == "10.199.77.10"
+    assert loaded.controller_address == "10.199.77.1"
+    assert loaded.mirror_url == "http://10.199.77.1:8080"
+    assert loaded.apt_proxy_url == "http://10.199.77.1:3142"
+    assert loaded.bridge == "llmkit-0ac74d"
     data = json.loads((lab.state_dir / "lab.json").read_text())
     assert data["hosts"][0] == {
         "name": "proxy",
-        "address": "10.98.0.10",
-        "machine": "proxy-10-98-0",
+        "address": "10.199.77.10",
+        "machine": "proxy-10-199-77",
         "root": str(tmp_path / "state/machines/proxy"),
         "log": str(tmp_path / "state/logs/proxy.log"),
         "pid": 4242,
-        "veth": "vb-proxy-10-98-0",
+        "veth": "vb-proxy-10-199-77",
     }
     with pytest.raises(LlmkitError, match="no host 'gpu9'"):
         loaded.host("gpu9")
@@ -500,7 +503,7 @@ def test_ssh_uses_the_lab_key_as_root_without_host_key_checks(tmp_path: Path) ->
     lab = planned(tmp_path, ["proxy"])
     argv = lab.ssh_argv("proxy", "true")
     assert argv[:3] == ["ssh", "-i", str(tmp_path / "state/ssh/id_ed25519")]
-    assert argv[-2:] == ["root@10.98.0.10", "true"]
+    assert argv[-2:] == ["root@10.199.77.10", "true"]
     for option in (
         "BatchMode=yes",
         "IdentitiesOnly=yes",
@@ -543,7 +546,7 @@ def inventory_file(tmp_path: Path) -> Iterator[tuple[labmod.Lab, Path]]:
     lab = planned(tmp_path)
     lab.mirror_dir.mkdir(parents=True)
     (lab.mirror_dir / "artifacts.json").write_text(json.dumps(ARTIFACTS))
-    path = labmod.write_inventory(lab, {"client_cidrs": ["10.98.0.0/24"], "rate_limit_per_second": 1000})
+    path = labmod.write_inventory(lab, {"client_cidrs": ["10.199.77.0/24"], "rate_limit_per_second": 1000})
     yield lab, path
 
 
@@ -577,8 +580,8 @@ def test_the_inventory_host_data_connects_as_root_with_the_lab_key(
         assert data["ssh_key"] == str(lab.ssh_key)
         assert data["ssh_known_hosts_file"] == "/dev/null"
         assert data["ssh_strict_host_key_checking"] == "no"
-    assert hosts["gpu1"]["model_bind_address"] == "10.98.0.11"
-    assert hosts["gpu2"]["model_bind_address"] == "10.98.0.12"
+    assert hosts["gpu1"]["model_bind_address"] == "10.199.77.11"
+    assert hosts["gpu2"]["model_bind_address"] == "10.199.77.12"
     assert "model_bind_address" not in hosts["proxy"]
 
 
@@ -589,16 +592,16 @@ def test_the_inventory_site_data_with_the_mirror_and_the_overrides(
     namespace = runpy.run_path(str(path))
     for group in ("proxy", "gpu", "monitoring", "gateway", "lab"):
         site = namespace[group][1]
-        assert site["admin_cidrs"] == ["10.98.0.1/32"]
-        assert site["client_cidrs"] == ["10.98.0.0/24"]  # overridden by extra
+        assert site["admin_cidrs"] == ["10.199.77.1/32"]
+        assert site["client_cidrs"] == ["10.199.77.0/24"]  # overridden by extra
         assert site["rate_limit_per_second"] == 1000  # added by extra
         assert site["proxy_server_name"] == "proxy"
         assert site["pki_dir"] == str(lab.pki_dir)
-        assert site["ollama_mirror_url"] == "http://10.98.0.1:8080"
+        assert site["ollama_mirror_url"] == "http://10.199.77.1:8080"
         assert site["ollama_version"] == "0.13.3" and site["ollama_sha256"] == "a" * 64
-        assert site["exporters_mirror_url"] == "http://10.98.0.1:8080"
+        assert site["exporters_mirror_url"] == "http://10.199.77.1:8080"
         assert site["node_exporter_sha256"] == "b" * 64
-        assert site["models_mirror_url"] == "http://10.98.0.1:8080/models/"
+        assert site["models_mirror_url"] == "http://10.199.77.1:8080/models/"
         assert site["models"] == ARTIFACTS["models"]
 
 
@@ -607,8 +610,8 @@ def test_without_artifacts_the_inventory_has_no_mirror_data(tmp_path: Path) -> N
     namespace = runpy.run_path(str(labmod.write_inventory(lab)))
     site = namespace["gpu"][1]
     assert site == {
-        "admin_cidrs": ["10.98.0.1/32"],
-        "client_cidrs": ["10.98.0.1/32"],
+        "admin_cidrs": ["10.199.77.1/32"],
+        "client_cidrs": ["10.199.77.1/32"],
         "proxy_server_name": "proxy",
         "pki_dir": str(lab.pki_dir),
         "mtls_client_ca": str(lab.pki_dir / "ca.crt"),
@@ -654,10 +657,10 @@ def test_pyinfra_loads_the_inventory_and_group_data_keeps_the_site_values(
     assert loaded["groups"]["gpu"] == ["gpu1", "gpu2"]
     assert loaded["groups"]["monitoring"] == ["mon1", "monitoring2"]
     gpu1 = loaded["hosts"]["gpu1"]
-    assert gpu1["admin_cidrs"] == ["10.98.0.1/32"]  # group data wins over group_data/all.py
+    assert gpu1["admin_cidrs"] == ["10.199.77.1/32"]  # group data wins over group_data/all.py
     assert gpu1["pki_dir"] == str(lab.pki_dir)
-    assert gpu1["ssh_hostname"] == "10.98.0.11"
-    assert gpu1["model_bind_address"] == "10.98.0.11"
+    assert gpu1["ssh_hostname"] == "10.199.77.11"
+    assert gpu1["model_bind_address"] == "10.199.77.11"
     assert gpu1["require_gpu"] is False  # a default from group_data/all.py
 
 
@@ -687,16 +690,16 @@ def _usages(cert: x509.Certificate) -> set[str]:
 def test_the_lab_pki_has_what_the_deploys_need(tmp_path: Path) -> None:
     pki_dir = tmp_path / "pki"
     hosts = [
-        ("proxy", "10.98.0.10"),
-        ("gpu1", "10.98.0.11"),
-        ("gateway1", "10.98.0.12"),
-        ("mon1", "10.98.0.13"),
+        ("proxy", "10.199.77.10"),
+        ("gpu1", "10.199.77.11"),
+        ("gateway1", "10.199.77.12"),
+        ("mon1", "10.199.77.13"),
     ]
     assert inv.make_pki(pki_dir, hosts) == ["proxy", "gpu1", "gateway1", "mon1", "lab-client"]
     proxy, gpu1 = _cert(pki_dir / "proxy.crt"), _cert(pki_dir / "gpu1.crt")
-    assert _sans(proxy) == {"DNS:proxy", "IP:10.98.0.10"}
+    assert _sans(proxy) == {"DNS:proxy", "IP:10.199.77.10"}
     assert _usages(proxy) == {"server", "client"}  # it presents its certificate to the model hosts
-    assert _sans(gpu1) == {"DNS:gpu1", "IP:10.98.0.11", "DNS:model.llmkit.internal"}
+    assert _sans(gpu1) == {"DNS:gpu1", "IP:10.199.77.11", "DNS:model.llmkit.internal"}
     assert _usages(gpu1) == {"server"}
     assert _usages(_cert(pki_dir / "gateway1.crt")) == {"server", "client"}
     assert _usages(_cert(pki_dir / "mon1.crt")) == {"server"}
@@ -704,10 +707,10 @@ def test_the_lab_pki_has_what_the_deploys_need(tmp_path: Path) -> None:
     assert (pki_dir / "gpu1.key").stat().st_mode & 0o777 == 0o600
     ca = (pki_dir / "ca.crt").read_bytes()
     first = (pki_dir / "gpu1.crt").read_bytes()
-    inv.make_pki(pki_dir, [("proxy2", "10.98.0.20"), ("gpu1", "10.98.0.21")])  # a second up: same CA
+    inv.make_pki(pki_dir, [("proxy2", "10.199.77.20"), ("gpu1", "10.199.77.21")])  # a second up: same CA
     assert (pki_dir / "ca.crt").read_bytes() == ca
     assert (pki_dir / "gpu1.crt").read_bytes() != first
-    assert "IP:10.98.0.21" in _sans(_cert(pki_dir / "gpu1.crt"))
+    assert "IP:10.199.77.21" in _sans(_cert(pki_dir / "gpu1.crt"))
     assert "DNS:proxy" in _sans(_cert(pki_dir / "proxy2.crt"))
 
 
@@ -730,10 +733,10 @@ def test_down_removes_a_half_made_lab_and_signals_no_stranger(tmp_path: Path) ->
         lab.hosts[1].pid = stranger.pid
         lab.hosts[2].pid = None  # never booted
         lab.services["mirror"] = labmod.Service(
-            "nginx mirror", "10.98.0.1", 8080, tmp_path / "l", pid=stranger.pid
+            "nginx mirror", "10.199.77.1", 8080, tmp_path / "l", pid=stranger.pid
         )
         lab.services["apt_proxy"] = labmod.Service(
-            "apt-cacher-ng", "10.98.0.1", 3142, tmp_path / "l", pid=None
+            "apt-cacher-ng", "10.199.77.1", 3142, tmp_path / "l", pid=None
         )
         for host in lab.hosts[:2]:  # two roots copied, the third never made
             (host.root / "etc").mkdir(parents=True)
@@ -807,7 +810,7 @@ def test_up_validates_before_it_needs_root(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(ConfigError, match="--subnet"):
         labmod.up(["gpu1"], tmp_path / "s", cache_dir=tmp_path / "c", subnet="10.0.0.0/8")
     with pytest.raises(LlmkitError, match="must run as root"):
-        labmod.up(["gpu1"], tmp_path / "s", cache_dir=tmp_path / "c", subnet="10.98.0.0/24")
+        labmod.up(["gpu1"], tmp_path / "s", cache_dir=tmp_path / "c", subnet="10.199.77.0/24")
     assert not (tmp_path / "s").exists()
 
 
@@ -817,7 +820,7 @@ def test_up_refuses_a_state_dir_that_holds_a_lab(monkeypatch: pytest.MonkeyPatch
     lab.state_dir.mkdir(parents=True)
     lab.save()
     with pytest.raises(LlmkitError, match="already recorded"):
-        labmod.up(["gpu1"], lab.state_dir, cache_dir=tmp_path / "c", subnet="10.98.0.0/24")
+        labmod.up(["gpu1"], lab.state_dir, cache_dir=tmp_path / "c", subnet="10.199.77.0/24")
 
 
 def test_paths_that_would_need_quoting_are_refused() -> None:

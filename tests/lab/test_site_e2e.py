@@ -37,7 +37,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = ["proxy", "gpu1", "gpu2"]
-SUBNET = "10.97.0.0/24"
+SUBNET = "10.94.0.0/24"  # not `llmkit lab up`'s default, so an admin's lab is never touched
 MODEL = "tiny-r1:latest"
 RATE_PER_SECOND = 5
 RATE_BURST = 10
