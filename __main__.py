@@ -16,6 +16,7 @@ from components.budget import Budget, BudgetArgs
 from components.edge import ReverseProxy, ReverseProxyArgs
 from components.firewall import Firewall, FirewallArgs
 from components.fleet import MODEL_ALB_LOG_PREFIX, GpuFleet, GpuFleetArgs
+from components.gateway import HEALTH_CHECK_PATH, Gateway, GatewayArgs
 from components.keys import KmsKeys, KmsKeysArgs
 from components.model_store import (
     ModelStore,
@@ -142,6 +143,8 @@ edge = ReverseProxy(
         trust_store_bucket=trust_bucket.bucket_name,
         waf_log_group_arn=waf_logs.arn,
         app_port=cfg.firewall.app_port,
+        # The app tier's health route: the gateway's when the stack has one.
+        **({"health_check_path": HEALTH_CHECK_PATH} if cfg.gateway else {}),
     ),
     opts,
 )
@@ -208,12 +211,40 @@ secrets = Secrets(
     SecretsArgs.from_config(cfg, keys.secrets.arn, keys.logs.arn, [gateway_execution_role.arn]),
     opts,
 )
-aws.iam.RolePolicy(
+gateway_read_keys = aws.iam.RolePolicy(
     "gateway-execution-read-keys",
     role=gateway_execution_role.id,
     policy=secrets.reader_policy_json,
     opts=opts,
 )
+
+# --- the app tier: the LLM gateway (only with llmkit:gateway) ------------------------------------
+gateway: Gateway | None = None
+if cfg.gateway is not None:
+    gateway = Gateway(
+        "gateway",
+        GatewayArgs.from_config(
+            cfg,
+            vpc_id=network.vpc_id,
+            app_subnet_ids=network.subnet_ids["app"],
+            data_subnet_ids=network.subnet_ids["data"],
+            app_security_group_id=firewall.group_ids["app"],
+            data_security_group_id=firewall.group_ids["data"],
+            target_group_arn=edge.target_group.arn,
+            https_listener_arn=edge.https_listener.arn,
+            models_lb_dns_name=fleet.dns_name,
+            models_lb_zone_id=fleet.load_balancer.zone_id,
+            execution_role_name=gateway_execution_role.name,
+            execution_role_arn=gateway_execution_role.arn,
+            container_secrets=secrets.container_secrets,
+            data_key_arn=keys.data.arn,
+            logs_key_arn=keys.logs.arn,
+            secrets_key_arn=keys.secrets.arn,
+            # Tasks start once the target group is on a listener and the keys can be read.
+            launch_after=[edge.https_listener, gateway_read_keys, *secrets.initial_values.values()],
+        ),
+        opts,
+    )
 
 # --- cost and service levels --------------------------------------------------------------------
 budget = Budget("budget", BudgetArgs.from_config(cfg, keys.secrets.arn), opts)
@@ -248,4 +279,14 @@ pulumi.export("key_arns", {purpose: key.arn for purpose, key in keys.keys.items(
 pulumi.export("secret_arns", secrets.secret_arns)
 pulumi.export("alert_topic", budget.topic_arn)
 pulumi.export("inventory", fleet.inventory())
+if gateway is not None:
+    pulumi.export(
+        "gateway",
+        {
+            "cluster": gateway.cluster_name,
+            "service": gateway.service_name,
+            "database_endpoint": gateway.database_endpoint,
+            "models_domain": gateway.models_domain,
+        },
+    )
 pulumi.export("models", [p.summary() for p in placements])

@@ -2,7 +2,8 @@
 
 Three symmetric keys:
 
-- ``data``: model data at rest (S3 model store, EBS volumes of the GPU hosts);
+- ``data``: model data at rest (S3 model store, EBS volumes of the GPU hosts), and the gateway's
+  PostgreSQL (RDS) in stacks that have one;
 - ``logs``: CloudWatch Logs log groups (VPC flow logs to CloudWatch included) and CloudTrail;
 - ``secrets``: Secrets Manager secrets, and the SNS alert topic of budgets and alarms.
 
@@ -18,10 +19,11 @@ key policy):
   root principal keeps the key manageable through IAM (no lockout) without granting use.
 - Use: cryptographic use is delegated to IAM (``Principal`` = the account root) but only for
   callers of this account (``kms:CallerAccount``) and only through the AWS services the purpose
-  needs (``kms:ViaService``): S3 and EC2 for ``data``, CloudWatch Logs and S3 (reading CloudTrail
-  files) for ``logs``, Secrets Manager and SNS (publishing to, and reading, the encrypted alert
-  topic) for ``secrets``. So an IAM policy alone cannot turn the data key into a general-purpose
-  encryption key; direct ``kms:Decrypt`` calls are refused.
+  needs (``kms:ViaService``): S3 and EC2 for ``data`` (and RDS, only in stacks with a gateway,
+  whose PostgreSQL storage, snapshots and Performance Insights use it), CloudWatch Logs and S3
+  (reading CloudTrail files) for ``logs``, Secrets Manager and SNS (publishing to, and reading,
+  the encrypted alert topic) for ``secrets``. So an IAM policy alone cannot turn the data key
+  into a general-purpose encryption key; direct ``kms:Decrypt`` calls are refused.
 - Grants (``CreateGrant``/``ListGrants``/``RevokeGrant``) only when ``kms:GrantIsForAWSResource``
   is true: EBS and S3 need them, people do not.
 - ``logs`` also allows the regional CloudWatch Logs service principal, limited by the
@@ -87,8 +89,10 @@ DESCRIPTIONS = {
 }
 
 
-def _via_services(purpose: str, region: str, dns_suffix: str) -> list[str]:
+def _via_services(purpose: str, region: str, dns_suffix: str, rds: bool = False) -> list[str]:
     services = {"data": ["s3", "ec2"], "logs": ["logs", "s3"], "secrets": ["secretsmanager", "sns"]}[purpose]
+    if purpose == "data" and rds:
+        services = [*services, "rds"]
     return [f"{s}.{region}.{dns_suffix}" for s in services]
 
 
@@ -104,6 +108,8 @@ class KmsKeysArgs:
     admin_role_arns: list[pulumi.Input[str]] = field(default_factory=list)
     # Service-linked roles that use the data key directly (EC2 Auto Scaling for encrypted EBS).
     service_linked_role_arns: list[pulumi.Input[str]] = field(default_factory=list)
+    # Whether RDS may use the data key (the gateway's PostgreSQL: components/gateway.py).
+    rds: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -112,6 +118,7 @@ class KmsKeysArgs:
             "rotation_period_days": cfg.kms.rotation_period_days,
             "deletion_window_days": cfg.kms.deletion_window_days,
             "region": cfg.region,
+            "rds": cfg.gateway is not None,
             "tags": dict(cfg.tags),
         }
         return cls(**{**values, **overrides})
@@ -126,9 +133,15 @@ def key_policy(
     dns_suffix: str = "amazonaws.com",
     admin_role_arns: list[str] | None = None,
     service_linked_role_arns: list[str] | None = None,
+    rds: bool = False,
 ) -> dict[str, Any]:
-    """The key policy document of one purpose's key, from plain values (call it inside apply)."""
+    """The key policy document of one purpose's key, from plain values (call it inside apply).
+
+    ``rds``: the data key may also be used through RDS (encrypted PostgreSQL storage, snapshots
+    and Performance Insights of the gateway's database).
+    """
     root = f"arn:{partition}:iam::{account_id}:root"
+    via_services = _via_services(purpose, region, dns_suffix, rds)
     admins: str | list[str] = [root, *admin_role_arns] if admin_role_arns else root
     statements: list[dict[str, Any]] = [
         {
@@ -147,7 +160,7 @@ def key_policy(
             "Condition": {
                 "StringEquals": {
                     "kms:CallerAccount": account_id,
-                    "kms:ViaService": _via_services(purpose, region, dns_suffix),
+                    "kms:ViaService": via_services,
                 }
             },
         },
@@ -160,7 +173,7 @@ def key_policy(
             "Condition": {
                 "StringEquals": {
                     "kms:CallerAccount": account_id,
-                    "kms:ViaService": _via_services(purpose, region, dns_suffix),
+                    "kms:ViaService": via_services,
                 },
                 "Bool": {"kms:GrantIsForAWSResource": "true"},
             },
@@ -297,6 +310,7 @@ class KmsKeys(Component):
                 dns_suffix=v[2],
                 admin_role_arns=list(v[3]),
                 service_linked_role_arns=list(v[4]),
+                rds=args.rds,
             )
             return json.dumps(document)
 

@@ -150,8 +150,26 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     if typ == "aws:lb/loadBalancer:LoadBalancer":
         state.setdefault("dnsName", f"{name}-offline.{region}.elb.amazonaws.com")
         state.setdefault("arnSuffix", f"app/{name}/0123456789abcdef")
+        state.setdefault("zoneId", "ZOFFLINEELB")  # the load balancers' hosted zone (alias records)
     if typ == "aws:lb/targetGroup:TargetGroup":
         state.setdefault("arnSuffix", f"targetgroup/{name}/0123456789abcdef")
+    if typ == "aws:rds/instance:Instance":
+        address = f"{inputs.get('identifier', name)}.offline.{region}.rds.amazonaws.com"
+        port = int(inputs.get("port", 5432))  # numbers arrive as doubles
+        state.setdefault("address", address)
+        state.setdefault("endpoint", f"{address}:{port}")
+        if inputs.get("manageMasterUserPassword"):
+            # The secret RDS creates for the master user: its ARN only, never a value.
+            state.setdefault(
+                "masterUserSecrets",
+                [
+                    {
+                        "secretArn": f"arn:aws:secretsmanager:{region}:{MOCK_ACCOUNT_ID}:secret:rds!{name}",
+                        "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", ""),
+                        "secretStatus": "active",
+                    }
+                ],
+            )
     return state
 
 

@@ -108,6 +108,26 @@ def test_via_services_per_purpose(keys: Recorded) -> None:
     ]
 
 
+def test_data_key_admits_rds_only_when_asked(run_pulumi: Callable[..., Recorded]) -> None:
+    """The gateway's PostgreSQL (RDS) encrypts with the data key: use and grants through RDS too."""
+    rec = run_pulumi(lambda: KmsKeys("keys", _args(rds=True)), stack="prod")
+    rds = "rds.eu-central-1.amazonaws.com"
+    for statement in _policy(rec, "data")["Statement"]:
+        if ROOT_ARN in _principals(statement) and statement["Sid"] != "KeyAdministration":
+            assert statement["Condition"]["StringEquals"]["kms:ViaService"] == [
+                "s3.eu-central-1.amazonaws.com",
+                "ec2.eu-central-1.amazonaws.com",
+                rds,
+            ]
+    for purpose in ("logs", "secrets"):
+        assert rds not in json.dumps(_policy(rec, purpose))
+    without = run_pulumi(lambda: KmsKeys("keys", _args()), stack="prod")
+    assert rds not in json.dumps([_policy(without, p) for p in PURPOSES])
+    # A stack asks for it exactly when it has a gateway.
+    assert KmsKeysArgs.from_config(load_stack("prod", ROOT)).rds is True
+    assert KmsKeysArgs.from_config(load_stack("dev", ROOT)).rds is False
+
+
 def test_grants_only_for_aws_resources(keys: Recorded) -> None:
     for purpose in PURPOSES:
         grants = [s for s in _policy(keys, purpose)["Statement"] if "kms:CreateGrant" in _actions(s)]

@@ -297,6 +297,18 @@ MUTATIONS: dict[str, tuple[Mutation, set[str]]] = {
         {"aws-secretsmanager-secret-missing-rotation"},
     ),
     "no flow logs": (lambda g: _delete(g, "net-flow-log"), {"aws-ec2-vpc-missing-flowlog"}),
+    "an unencrypted gateway database": (
+        lambda g: _inputs(g, "gateway-db").update(storageEncrypted=False),
+        {"aws-rds-instance-enforce-encryption"},
+    ),
+    "a public gateway database": (
+        lambda g: _inputs(g, "gateway-db").update(publiclyAccessible=True),
+        {"aws-rds-instance-disallow-public-access"},
+    ),
+    "one day of database backups": (
+        lambda g: _inputs(g, "gateway-db").update(backupRetentionPeriod=1),
+        {"aws-rds-instance-configure-backup-retention"},
+    ),
     "a region outside the allow-list": (
         lambda g: _inputs(g, "aws").update(region="us-east-1"),
         {"aws-provider-region-enforce-allowlist"},
