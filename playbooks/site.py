@@ -16,8 +16,10 @@ What runs where (in this order):
 - ``gpu`` hosts, and the AWS model hosts (groups ``model_<slug>``): ``gpu_driver()``, ``cuda()``,
   ``container_toolkit()``, ``ollama()`` (on 127.0.0.1 only), ``models()``, ``tls_terminator()``
   (mTLS on ``model_port`` at the model-tier address);
-- ``proxy`` hosts: ``reverse_proxy()`` (TLS 1.3, client CIDRs, rate limits, upstreams = the gpu
-  hosts);
+- ``gateway`` hosts: ``gateway()`` (LiteLLM's proxy: virtual keys, routing and retries over the
+  model hosts, spend logs in PostgreSQL);
+- ``proxy`` hosts: ``reverse_proxy()`` (TLS 1.3, client CIDRs, rate limits, upstreams = the
+  gateway hosts when the inventory has any, else the gpu hosts);
 - every host, last: ``monitoring()`` (exporters; the ``monitoring`` hosts scrape them).
 
 Hardening and the firewall come first so a host is locked down before any service listens.
@@ -52,6 +54,7 @@ if str(_REPO) not in sys.path:
 GPU_GROUP = "gpu"
 PROXY_GROUP = "proxy"
 MONITORING_GROUP = "monitoring"
+GATEWAY_GROUP = "gateway"
 MODEL_GROUP_PREFIX = "model_"
 DEPLOYS_PACKAGE = "playbooks.deploys"
 GROUP_DATA_ALL = Path(__file__).resolve().parent / "group_data" / "all.py"
@@ -68,6 +71,7 @@ GPU: tuple[Step, ...] = (
     ("models", "models"),
     ("reverse_proxy", "tls_terminator"),
 )
+GATEWAY: tuple[Step, ...] = (("gateway", "gateway"),)
 PROXY: tuple[Step, ...] = (("reverse_proxy", "reverse_proxy"),)
 LAST: tuple[Step, ...] = (("monitoring", "monitoring"),)
 
@@ -83,6 +87,8 @@ def steps_for(groups: Iterable[str]) -> list[Step]:
     steps = list(FIRST)
     if is_gpu_host(names):
         steps += GPU
+    if GATEWAY_GROUP in names:
+        steps += GATEWAY
     if PROXY_GROUP in names:
         steps += PROXY
     return steps + list(LAST)
@@ -135,7 +141,7 @@ def run(current: Host) -> None:
     """
     fill_defaults(current.inventory, group_defaults())
     groups = list(current.groups)
-    gpu, proxy = is_gpu_host(groups), PROXY_GROUP in groups
+    gpu, gateway, proxy = is_gpu_host(groups), GATEWAY_GROUP in groups, PROXY_GROUP in groups
     _call("hardening", "hardening")
     _call("firewall", "firewall")
     if gpu:
@@ -145,6 +151,8 @@ def run(current: Host) -> None:
         _call("ollama", "ollama")
         _call("models", "models")
         _call("reverse_proxy", "tls_terminator")
+    if gateway:
+        _call("gateway", "gateway")
     if proxy:
         _call("reverse_proxy", "reverse_proxy")
     _call("monitoring", "monitoring")

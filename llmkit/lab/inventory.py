@@ -40,6 +40,9 @@ PROXY_SERVER_NAME = "proxy"
 #: ``playbooks.deploys.reverse_proxy.UPSTREAM_TLS_NAME`` (a unit test checks). llmkit is packaged
 #: without the playbooks, so it is not imported from there.
 MODEL_TLS_NAME = "model.llmkit.internal"
+#: The DNS name the reverse proxy verifies on every gateway's certificate; it must equal
+#: ``playbooks.deploys.reverse_proxy.GATEWAY_TLS_NAME`` (a unit test checks).
+GATEWAY_TLS_NAME = "gateway.llmkit.internal"
 LAB_CLIENT = "lab-client"
 LAB_CA_NAME = "llmkit lab CA"
 ARTIFACTS_FILE = "artifacts.json"
@@ -191,8 +194,9 @@ def make_pki(pki_dir: Path, hosts: Sequence[tuple[str, str]]) -> list[str]:
 
     Every host: a server certificate with its name and address. Proxy hosts also carry
     ``proxy_server_name`` and client usage (the proxy presents its own certificate to the model
-    hosts); gpu hosts carry :data:`MODEL_TLS_NAME`; gateway hosts get client usage too. Plus
-    :data:`LAB_CLIENT`, a client certificate for tests and admins.
+    hosts); gpu hosts carry :data:`MODEL_TLS_NAME`; gateway hosts carry :data:`GATEWAY_TLS_NAME` and
+    get client usage too (the gateway connects to each model host by its address, which every
+    certificate carries). Plus :data:`LAB_CLIENT`, a client certificate for tests and admins.
     """
     if not (pki_dir / pki.CA_CERT).is_file():
         pki.init_ca(pki_dir, common_name=LAB_CA_NAME)
@@ -202,6 +206,8 @@ def make_pki(pki_dir: Path, hosts: Sequence[tuple[str, str]]) -> list[str]:
         sans = [f"IP:{address}"]
         if group == "gpu":
             sans.append(f"DNS:{MODEL_TLS_NAME}")
+        if group == "gateway":
+            sans.append(f"DNS:{GATEWAY_TLS_NAME}")
         if group == "proxy" and name != PROXY_SERVER_NAME:
             sans.append(f"DNS:{PROXY_SERVER_NAME}")
         client = group in ("proxy", "gateway")

@@ -8,7 +8,8 @@ Decisions, for reviewers:
 - SSH only from ``admin_cidrs``; an empty list is refused (it would lock the admins out).
 - Proxy hosts: 443 only from ``client_cidrs`` (empty is refused: a proxy nobody may reach).
 - GPU hosts (group ``gpu`` or ``model_<slug>``): ``model_port`` only from the proxy hosts'
-  addresses and ``gateway_hosts``.
+  addresses, the ``gateway`` group's hosts and ``gateway_hosts``.
+- Gateway hosts (group ``gateway``): ``gateway_port`` (LiteLLM) only from the proxy hosts.
 - Monitoring: ``node_exporter_port`` on every host, ``gpu_exporter_port`` on GPU hosts,
   ``proxy_metrics_port`` (mtail) on proxies, only from the ``monitoring`` group's hosts.
 - Peer hosts are identified by IP address (``ssh_hostname``, else the inventory name): a name that
@@ -31,6 +32,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from playbooks.deploys.gateway import gateway_port
 from playbooks.render import render
 
 NFTABLES_CONF = "/etc/nftables.conf"
@@ -40,6 +42,7 @@ PROXY_GROUP = "proxy"
 GPU_GROUP = "gpu"
 MODEL_GROUP_PREFIX = "model_"
 MONITORING_GROUP = "monitoring"
+GATEWAY_GROUP = "gateway"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -103,6 +106,8 @@ def roles(groups: Iterable[str]) -> list[str]:
         out.append("proxy")
     if GPU_GROUP in names or any(g.startswith(MODEL_GROUP_PREFIX) for g in names):
         out.append("gpu")
+    if GATEWAY_GROUP in names:
+        out.append("gateway")
     return out
 
 
@@ -112,7 +117,10 @@ def firewall_context(
     data: Mapping[str, Any],
     peers: Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]],
 ) -> dict[str, Any]:
-    """The ruleset template's context. ``peers``: (name, data) of the proxy and monitoring hosts by group."""
+    """The ruleset template's context.
+
+    ``peers``: (name, data) of the proxy, monitoring and gateway hosts, by group.
+    """
     host_roles = roles(groups)
     admin = networks(data.get("admin_cidrs") or [], "admin_cidrs")
     if not admin:
@@ -126,9 +134,12 @@ def firewall_context(
         candidates.append(rule("HTTPS from the client networks", HTTPS_PORT, clients))
         metrics_port = _port(data, "proxy_metrics_port")
         candidates.append(rule("Proxy SLO metrics from monitoring", metrics_port, monitoring))
+    proxies = [peer_address(n, d, PROXY_GROUP) for n, d in peers.get(PROXY_GROUP, [])]
+    if "gateway" in host_roles:
+        candidates.append(rule("LLM gateway (LiteLLM) from the proxies", gateway_port(data), proxies))
     if "gpu" in host_roles:
-        proxies = [peer_address(n, d, PROXY_GROUP) for n, d in peers.get(PROXY_GROUP, [])]
-        gateways = networks(data.get("gateway_hosts") or [], "gateway_hosts")
+        gateways = [peer_address(n, d, GATEWAY_GROUP) for n, d in peers.get(GATEWAY_GROUP, [])]
+        gateways += networks(data.get("gateway_hosts") or [], "gateway_hosts")
         candidates.append(
             rule("Model port from the proxies and gateways", _port(data, "model_port"), proxies + gateways)
         )
@@ -157,7 +168,7 @@ def firewall() -> None:
         host.name,
         host.groups,
         host.data.dict(),
-        {group: _group_peers(group) for group in (PROXY_GROUP, MONITORING_GROUP)},
+        {group: _group_peers(group) for group in (PROXY_GROUP, MONITORING_GROUP, GATEWAY_GROUP)},
     )
     apt.packages(name="nftables", packages=["nftables"], update=True, cache_time=3600)
     ruleset = files.put(

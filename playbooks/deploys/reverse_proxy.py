@@ -13,6 +13,11 @@ Decisions, for reviewers:
   error/timeout or a 502/503 from its terminator (its Ollama is down), POSTs included since
   inference changes nothing, never once a response started and never on 504; long timeouts and
   no response buffering for streamed generation.
+- **With gateways** (an inventory ``gateway`` group, :mod:`playbooks.deploys.gateway`): the pool is
+  the gateway hosts on ``gateway_port`` instead, over TLS 1.3 verified under the name every
+  gateway's certificate carries (``gateway.llmkit.internal``); LiteLLM's management API (the path
+  prefixes of ``llmkit.gateway.MANAGEMENT_PATH_PREFIXES``: keys, users, teams, budgets, spend,
+  models, config, UI) answers 403 to every client outside ``gateway.admin_cidrs``.
 - **Logs**: one JSON object per request (``escape=json``; no query string, no API key) under
   :data:`LOG_DIR`, rotated daily and kept ``log_retention_days`` days (a directory of its own, so
   the distro's ``/etc/logrotate.d/nginx`` and ours never claim the same file).
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -44,6 +49,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
+from llmkit.gateway import MANAGEMENT_PATH_PREFIXES
 from playbooks.render import render
 
 from ..facts.tls import DefaultRouteSource
@@ -61,9 +67,14 @@ LOGROTATE_CONF = "/etc/logrotate.d/llmkit-nginx"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 #: The name the proxy verifies on every model host's certificate (a DNS SAN they all carry).
 UPSTREAM_TLS_NAME = "model.llmkit.internal"
+#: The name the proxy verifies on every gateway's certificate (with gateways in the inventory).
+GATEWAY_TLS_NAME = "gateway.llmkit.internal"
 #: Inventory groups whose hosts serve models (AWS model hosts are in ``model_<slug>``).
 GPU_GROUP = "gpu"
 MODEL_GROUP_PREFIX = "model_"
+#: nginx upstream pools: the model hosts, or the gateways in front of them.
+MODEL_UPSTREAM = "llmkit_models"
+GATEWAY_UPSTREAM = "llmkit_gateways"
 
 MAX_FAILS = 3
 FAIL_TIMEOUT = "30s"
@@ -177,10 +188,28 @@ def model_host_address(name: str, data: Mapping[str, Any]) -> str:
     return address
 
 
-def proxy_context(data: Mapping[str, Any], upstreams: Iterable[str]) -> dict[str, Any]:
-    """The proxy template's context from host data and the model hosts' addresses."""
+def management_pattern(prefixes: Iterable[str]) -> str:
+    """An nginx regular expression matching every path under one of ``prefixes``."""
+    parts = [re.escape(p) for p in prefixes]
+    if not parts or any(not re.fullmatch(r"/[A-Za-z0-9_/-]*", p) for p in prefixes):
+        raise ValueError(f"management path prefixes must be plain paths, got {list(prefixes)!r}")
+    return "^(?:" + "|".join(parts) + ")"
+
+
+def proxy_context(
+    data: Mapping[str, Any],
+    upstreams: Iterable[str],
+    *,
+    gateways: Sequence[str] = (),
+    admin_cidrs: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The proxy template's context from host data and the model hosts' addresses.
+
+    With ``gateways`` (``address:port`` of each gateway host) the pool is the gateways, and the
+    management paths answer only to ``admin_cidrs`` (the gateways' ``gateway.admin_cidrs``).
+    """
     upstream_list = list(upstreams)
-    if not upstream_list:
+    if not upstream_list and not gateways:
         raise ValueError(
             "reverse_proxy: no model hosts: the inventory's gpu (or model_<slug>) group is empty"
         )
@@ -194,9 +223,14 @@ def proxy_context(data: Mapping[str, Any], upstreams: Iterable[str]) -> dict[str
         if not _HEADER.match(str(header)):
             raise ValueError(f"api_key_header must be an HTTP header name, got {header!r}")
         api_key_variable = "$http_" + str(header).lower().replace("-", "_")
+    admin = [str(ipaddress.ip_network(str(c), strict=True)) for c in admin_cidrs]
     return {
         "server_name": server_name,
-        "upstreams": [socket_address(a, port) for a in upstream_list],
+        "upstreams": list(gateways) if gateways else [socket_address(a, port) for a in upstream_list],
+        "upstream_name": GATEWAY_UPSTREAM if gateways else MODEL_UPSTREAM,
+        "via_gateway": bool(gateways),
+        "management_pattern": management_pattern(MANAGEMENT_PATH_PREFIXES) if gateways else None,
+        "admin_cidrs": admin,
         "model_port": port,
         "max_fails": MAX_FAILS,
         "fail_timeout": FAIL_TIMEOUT,
@@ -210,7 +244,7 @@ def proxy_context(data: Mapping[str, Any], upstreams: Iterable[str]) -> dict[str
         "client_ca": bool(data.get("mtls_client_ca")),
         "tls_dir": TLS_DIR,
         "access_log": PROXY_ACCESS_LOG,
-        "upstream_tls_name": UPSTREAM_TLS_NAME,
+        "upstream_tls_name": GATEWAY_TLS_NAME if gateways else UPSTREAM_TLS_NAME,
     }
 
 
@@ -320,12 +354,28 @@ def _check_and_reload(changes: list[Any]) -> None:
     systemd.service(name="nginx running and enabled", service="nginx.service", running=True, enabled=True)
 
 
+def _model_addresses() -> list[str]:
+    return [model_host_address(name, hdata) for name, hdata in model_hosts()]
+
+
+def _gateway_pool() -> dict[str, Any]:
+    """``gateways`` and ``admin_cidrs`` for :func:`proxy_context` when the inventory has gateway hosts."""
+    from playbooks.deploys import gateway  # imports this module: import it only when needed
+
+    members = gateway.gateway_members()
+    if not members:
+        return {}
+    return {
+        "gateways": [gateway.gateway_upstream(name, hdata) for name, hdata in members],
+        "admin_cidrs": gateway.admin_cidrs(members),
+    }
+
+
 @deploy("Reverse proxy")
 def reverse_proxy() -> None:
     """nginx on a proxy host: TLS 1.3 (+ mTLS) in, mutual TLS to the model hosts out."""
     data = host.data.dict()
-    upstreams = [model_host_address(name, hdata) for name, hdata in model_hosts()]
-    context = proxy_context(data, upstreams)
+    context = proxy_context(data, _model_addresses(), **_gateway_pool())
     material = tls_material(data, host.name)
     client_ca = client_ca_pem(data.get("mtls_client_ca"))
 

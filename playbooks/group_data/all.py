@@ -166,8 +166,54 @@ log_retention_days = 180
 admin_cidrs: list[str] = []
 
 # App-tier hosts (IP addresses or CIDRs) allowed to reach model_port on gpu hosts directly, besides
-# the proxy hosts. Default: none.
+# the proxy hosts and the inventory's `gateway` group (admitted automatically). Default: none.
 gateway_hosts: list[str] = []
+
+# --- LLM gateway (gateway hosts: LiteLLM's proxy, playbooks/deploys/gateway.py) -------------------
+
+# The gateway's configuration: a mapping with the shape of the stack's llmkit:gateway section
+# (aliases, roles, admin_cidrs, num_retries, retry_backoff_seconds, allowed_fails,
+# cooldown_seconds, request_timeout_seconds, log_retention_days, store_prompts...), validated by
+# the same schema (an error names the key, e.g. gateway.aliases.general.model). Every alias's model
+# must be a catalog model that a gpu host lists in its `models`. gateway.admin_cidrs is also where
+# the proxies admit LiteLLM's management API from (403 elsewhere). Give it in the gateway group's
+# data (the proxies read it there too). None: refused on gateway hosts.
+gateway = None
+
+# Port LiteLLM listens on (TLS) at gateway_bind_address; the firewall admits it from the proxies
+# only. None: the pinned release's port (llmkit/data/gateway.yaml, 4000).
+gateway_port = None
+
+# The gateway host's address LiteLLM listens on and the proxies connect to (an IP address). None:
+# ssh_hostname when it is an IP address, else the source address of the IPv4 default route.
+gateway_bind_address = None
+
+# PyPI simple index the gateway's virtualenv is installed from (pip --require-hashes, every
+# package pinned by hash in playbooks/files/gateway-requirements.txt), an http(s):// URL: an
+# internal mirror (devpi, Artifactory, Nexus) for hosts without internet access. Credentials in
+# the URL are masked in pyinfra's output.
+gateway_pip_index_url = "https://pypi.org/simple"
+
+# HTTP(S) proxy pip goes through ("http://[user:password@]proxy:3128"), masked in pyinfra's
+# output. None: no proxy.
+gateway_pip_proxy = None
+
+# The Prisma bundle (Prisma CLI and engines for LiteLLM's database layer; playbooks/README.md says
+# what it holds and how to make it) on the internal mirror: {"url": "https://mirror/...tar.gz" or
+# "file:///...", "sha256": "<64 hex>", "size": <bytes, optional>, "binary_target":
+# "debian-openssl-3.0.x" (the default)}. None: refused on gateway hosts, before any change.
+gateway_prisma_bundle = None
+
+# SECRET, read it from a secret store in the inventory: LiteLLM's master key ("sk-" and at least
+# 16 more characters). None: a random key is made on the host at the first run and kept in
+# /etc/llmkit/gateway/secrets.env (root only); read it there.
+gateway_master_key = None
+
+# SECRET: an external PostgreSQL for keys and spend logs,
+# "postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=require" (or verify-ca / verify-full; anything
+# weaker is refused). None: the distribution's PostgreSQL on the gateway host, on 127.0.0.1 with
+# TLS, its password made on the host.
+gateway_database_url = None
 
 # --- hardening -----------------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ Groups (what ``site.py`` deploys on them):
 - ``proxy``: the DMZ reverse proxies (nginx, TLS 1.3, client CIDRs, rate limits);
 - ``gpu``: the model hosts (driver, CUDA, Ollama on 127.0.0.1, models, the mTLS terminator on
   ``model_port`` at ``model_bind_address``);
-- ``monitoring``: the hosts that scrape every host's exporters.
+- ``monitoring``: the hosts that scrape every host's exporters;
+- ``gateway`` (optional, commented out below): the LLM gateway (LiteLLM's proxy) between the
+  proxies and the model hosts; with it, the proxies send every request to the gateways.
 
 Host names are DNS names: they are the names ``llmkit pki issue`` gives the certificates
 (``<pki_dir>/<name>.crt``). ``ssh_hostname`` is the address pyinfra connects to and the address
@@ -74,8 +76,9 @@ gpu = (
         # "size"} from models_mirror_url (e.g. "https://mirror.llm.example.internal/models/"),
         # verified by sha256.
         "models": [{"name": "deepseek-r1:32b", "source": "registry"}],
-        # The app-tier gateway may call the model hosts directly (besides the proxies).
-        "gateway_hosts": ["10.30.0.10"],
+        # App-tier hosts outside this inventory that may call the model hosts directly (besides
+        # the proxies; the hosts of a `gateway` group below are admitted without being listed).
+        "gateway_hosts": ["10.30.0.20"],
     },
 )
 
@@ -83,3 +86,33 @@ monitoring = (
     [("mon-1.llm.example.internal", {"ssh_hostname": "10.40.0.9"})],
     {**_SITE},
 )
+
+# The LLM gateway (LiteLLM's proxy): uncomment to put it between the proxies and the gpu hosts.
+# Its certificate needs the pool name and client usage:
+#   llmkit pki issue ~/llmkit-pki gateway-1.llm.example.internal --server --client \
+#       --san gateway.llmkit.internal --san IP:10.30.0.10
+# and each gpu host's certificate its own address (LiteLLM verifies it): --san IP:10.20.1.11.
+# The Prisma bundle is made once by an admin (playbooks/README.md) and put on the internal mirror.
+# gateway = (
+#     [("gateway-1.llm.example.internal", {"ssh_hostname": "10.30.0.10"})],
+#     {
+#         **_SITE,
+#         "gateway": {
+#             "aliases": {
+#                 "reasoning": {"model": "deepseek-r1:32b"},
+#                 "default": {"model": "deepseek-r1:32b"},
+#             },
+#             # Where LiteLLM's management API (keys, users, spend...) answers from, via the proxies.
+#             "admin_cidrs": ["10.99.0.0/24"],
+#         },
+#         "gateway_pip_index_url": "https://pypi.llm.example.internal/simple",
+#         "gateway_prisma_bundle": {
+#             "url": "https://mirror.llm.example.internal/gateway/prisma-5.4.2-debian-openssl-3.0.x.tar.gz",
+#             "sha256": "<sha256sum of the bundle>",
+#         },
+#         # Secrets (optional; made on the host when absent): read them from your secret store,
+#         # never write them here.
+#         # "gateway_master_key": my_vault.read("llmkit/gateway-master-key"),
+#         # "gateway_database_url": my_vault.read("llmkit/gateway-database-url"),
+#     },
+# )

@@ -670,6 +670,12 @@ def test_the_model_tls_name_is_the_one_the_proxy_verifies() -> None:
     assert inv.MODEL_TLS_NAME == UPSTREAM_TLS_NAME
 
 
+def test_the_gateway_tls_name_is_the_one_the_proxy_verifies() -> None:
+    from playbooks.deploys.reverse_proxy import GATEWAY_TLS_NAME
+
+    assert inv.GATEWAY_TLS_NAME == GATEWAY_TLS_NAME
+
+
 def _cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
@@ -702,6 +708,11 @@ def test_the_lab_pki_has_what_the_deploys_need(tmp_path: Path) -> None:
     assert _sans(gpu1) == {"DNS:gpu1", "IP:10.199.77.11", "DNS:model.llmkit.internal"}
     assert _usages(gpu1) == {"server"}
     assert _usages(_cert(pki_dir / "gateway1.crt")) == {"server", "client"}
+    assert _sans(_cert(pki_dir / "gateway1.crt")) == {
+        "DNS:gateway1",
+        "IP:10.199.77.12",
+        "DNS:gateway.llmkit.internal",
+    }
     assert _usages(_cert(pki_dir / "mon1.crt")) == {"server"}
     assert _usages(_cert(pki_dir / "lab-client.crt")) == {"client"}
     assert (pki_dir / "gpu1.key").stat().st_mode & 0o777 == 0o600

@@ -37,6 +37,7 @@ EXAMPLE = ROOT / "playbooks" / "inventories" / "onprem.example.py"
 
 EVERY_FIRST = ["hardening", "firewall"]
 GPU = ["gpu_driver", "cuda", "container_toolkit", "ollama", "models", "tls_terminator"]
+GATEWAY = ["gateway"]
 PROXY = ["reverse_proxy"]
 EVERY_LAST = ["monitoring"]
 
@@ -86,7 +87,7 @@ CONTRACT_KEYS: dict[str, Any] = {
 
 # --- stand-in deploys -----------------------------------------------------------------------------
 
-ALL_STEPS = (*site.FIRST, *site.GPU, *site.PROXY, *site.LAST)
+ALL_STEPS = (*site.FIRST, *site.GPU, *site.GATEWAY, *site.PROXY, *site.LAST)
 
 
 STAND_IN = """from pyinfra.api.deploy import deploy
@@ -197,6 +198,7 @@ SITE_HOSTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "proxy": [("@fake/proxy-1", {"ssh_hostname": "10.10.0.5"})],
     "gpu": [("@fake/gpu-1", {"ssh_hostname": "10.20.1.11", "model_bind_address": "10.20.1.11"})],
     "monitoring": [("@fake/mon-1", {"ssh_hostname": "10.40.0.9"})],
+    "gateway": [("@fake/gw-1", {"ssh_hostname": "10.30.0.10"})],
     "model_deepseek_r1_32b": [("@fake/i-0123456789abcdef0", {})],
     "other": [("@fake/bastion-1", {})],
 }
@@ -213,6 +215,7 @@ def test_each_group_gets_its_deploys_in_order() -> None:
     assert ran(inventory, "@fake/i-0123456789abcdef0") == EVERY_FIRST + GPU + EVERY_LAST
     assert ran(inventory, "@fake/proxy-1") == EVERY_FIRST + PROXY + EVERY_LAST
     assert ran(inventory, "@fake/mon-1") == EVERY_FIRST + EVERY_LAST
+    assert ran(inventory, "@fake/gw-1") == EVERY_FIRST + GATEWAY + EVERY_LAST
     assert ran(inventory, "@fake/bastion-1") == EVERY_FIRST + EVERY_LAST
     for member in inventory:  # steps_for (documentation, tools) says what run() does
         assert ran(inventory, member.name) == [f for _, f in site.steps_for(member.groups)]
@@ -223,6 +226,9 @@ def test_a_host_in_two_roles_gets_both_once() -> None:
     both = [("@fake/edge-1", {"ssh_hostname": "10.10.0.7"})]
     inventory = load_site({"proxy": both, "gpu": both})
     assert ran(inventory, "@fake/edge-1") == EVERY_FIRST + GPU + PROXY + EVERY_LAST
+    app = [("@fake/app-1", {"ssh_hostname": "10.30.0.11"})]
+    inventory = load_site({"gateway": app, "proxy": app})
+    assert ran(inventory, "@fake/app-1") == EVERY_FIRST + GATEWAY + PROXY + EVERY_LAST
 
 
 def test_steps_for_groups() -> None:
