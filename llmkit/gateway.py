@@ -52,6 +52,8 @@ class LiteLLM(BaseModel):
     requirement: str
     image: str
     port: int = Field(ge=1, le=65535)
+    prisma_cli_version: str
+    prisma_engine_version: str = Field(pattern=r"^[0-9a-f]{40}$")
     source: str
 
 

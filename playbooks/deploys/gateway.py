@@ -132,8 +132,8 @@ CA_CERT = f"{TLS_DIR}/ca.crt"
 CLIENT_PEM = f"{TLS_DIR}/client.pem"
 
 #: prisma-client-py 0.11.0 (the lock's) runs Prisma CLI 5.4.2 with the engines of this commit.
-PRISMA_CLI_VERSION = "5.4.2"
-PRISMA_ENGINE_VERSION = "ac9d7041ed77bcc8a8dbd2ab6616b39013829574"
+PRISMA_CLI_VERSION = litellm_release().prisma_cli_version
+PRISMA_ENGINE_VERSION = litellm_release().prisma_engine_version
 #: Debian 12 / Ubuntu 22.04+ (OpenSSL 3): the engine build the bundle must hold.
 DEFAULT_BINARY_TARGET = "debian-openssl-3.0.x"
 
