@@ -11,21 +11,11 @@ from importlib.metadata import version
 
 import click
 
-from llmkit.errors import EXIT_USAGE, LlmkitError
+from llmkit.commands import UserErrorGroup
+from llmkit.errors import EXIT_USAGE
 
 
-class _Group(click.Group):
-    """Turns llmkit's user errors into a one-paragraph message and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except LlmkitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=UserErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version("llmkit"), "--version", prog_name="llmkit")
 def main() -> None:
     """llmkit: private, compliant open-weight LLM deployments as code.

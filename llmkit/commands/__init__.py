@@ -1,6 +1,13 @@
 """One module per CLI verb."""
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
 from rich.console import Console
+
+from llmkit.errors import LlmkitError
 
 # Tables stay readable when output goes to a pipe, a CI log or a file (rich assumes 80).
 PIPE_WIDTH = 140
@@ -9,3 +16,26 @@ PIPE_WIDTH = 140
 def make_console() -> Console:
     console = Console(highlight=False)
     return console if console.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
+
+
+def _one_line(invoke: Callable[[], Any]) -> Any:
+    try:
+        return invoke()
+    except LlmkitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+class UserErrorGroup(click.Group):
+    """llmkit's user errors as one message and their exit code (2), no traceback; also when the
+    group runs on its own (tests, scripts) rather than under ``llmkit``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _one_line(lambda: super(UserErrorGroup, self).invoke(ctx))
+
+
+class UserErrorCommand(click.Command):
+    """:class:`UserErrorGroup` for a single command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _one_line(lambda: super(UserErrorCommand, self).invoke(ctx))

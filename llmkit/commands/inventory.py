@@ -5,30 +5,17 @@ How the inputs are made, and the connection decisions, are explained in :mod:`ll
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from llmkit import inventory as lib
-from llmkit.errors import LlmkitError
-
-
-class _Command(click.Command):
-    """User errors as one message and exit 2, also when the command runs on its own (tests, scripts)."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except LlmkitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
+from llmkit.commands import UserErrorCommand
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.command(cls=_Command)
+@click.command(cls=UserErrorCommand)
 @click.argument("stack")
 @click.option(
     "--outputs",

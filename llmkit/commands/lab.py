@@ -11,23 +11,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from llmkit.commands import make_console
-from llmkit.errors import EXIT_FINDINGS, EXIT_OK, LlmkitError
+from llmkit.commands import UserErrorGroup, make_console
+from llmkit.errors import EXIT_FINDINGS, EXIT_OK
 from llmkit.lab import builds as lab_builds
 from llmkit.lab import lab as lib
 from llmkit.lab import machines, network
-
-
-class _LabGroup(click.Group):
-    """User errors as one message and exit 2, also when the group runs on its own (tests, scripts)."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except LlmkitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _STATE_DIR = click.option(
@@ -43,7 +31,7 @@ def _progress(message: str) -> None:
     click.echo(f"lab: {message}", err=True)
 
 
-@click.group(cls=_LabGroup)
+@click.group(cls=UserErrorGroup)
 def lab() -> None:
     """The on-prem lab: Debian 12 hosts in systemd-nspawn on a private /24 of this machine.
 

@@ -12,20 +12,8 @@ import click
 from rich.table import Table
 
 from llmkit import pki as lib
-from llmkit.commands import make_console
-from llmkit.errors import EXIT_FINDINGS, EXIT_OK, LlmkitError
-
-
-class _PkiGroup(click.Group):
-    """User errors as one message and exit 2, also when the group runs on its own (tests, scripts)."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except LlmkitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
+from llmkit.commands import UserErrorGroup, make_console
+from llmkit.errors import EXIT_FINDINGS, EXIT_OK
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _KEY_TYPE = click.option(
@@ -37,7 +25,7 @@ _KEY_TYPE = click.option(
 )
 
 
-@click.group(cls=_PkiGroup)
+@click.group(cls=UserErrorGroup)
 def pki() -> None:
     """A private CA and the hosts' certificates (DIR/ca.crt, DIR/<NAME>.crt|.key).
 
