@@ -27,7 +27,9 @@ def main() -> None:
 
 def _register() -> None:
     from llmkit.commands.inventory import inventory
+    from llmkit.commands.keys import keys
     from llmkit.commands.lab import lab
+    from llmkit.commands.mirror import mirror
     from llmkit.commands.pki import pki
     from llmkit.commands.plan import plan
     from llmkit.commands.policy import policy
@@ -39,6 +41,8 @@ def _register() -> None:
     main.add_command(pki)
     main.add_command(inventory)
     main.add_command(lab)
+    main.add_command(mirror)
+    main.add_command(keys)
 
 
 _register()

@@ -1,0 +1,436 @@
+"""Parallel, resumable, verified HTTP downloads into a staging directory.
+
+Each file is fetched into ``<path>.part`` with ranged requests (``Range: bytes=a-b``) in chunks
+spread over a thread pool. ``<path>.part.json`` records, per chunk, how many bytes are on disk; a
+byte is written before it is counted, so after any interruption (a cut connection, a killed
+process) the next run asks only for the bytes not yet counted. A failed request is retried with
+exponential backoff from where it stopped. When every chunk is complete the part is hashed: a
+wrong sha256 deletes the part (and its state) and names the file; a right one is renamed into
+place. A server that ignores ``Range`` gets one plain request per file (and a restart on retry).
+
+Before any byte moves, the free space of the destination must hold 1.2 times what is left to
+fetch (:data:`DISK_HEADROOM`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import random
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from llmkit.mirror.manifest import DigestMismatch, FileEntry, MirrorError, is_sha256, sha256_file
+
+DISK_HEADROOM = 1.2
+DEFAULT_WORKERS = 8
+DEFAULT_CHUNK = 32 << 20
+DEFAULT_RETRIES = 5
+DEFAULT_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+READ_BLOCK = 1 << 20
+STATE_FLUSH_S = 0.5
+TIMEOUT_S = 60.0
+USER_AGENT = "llmkit-mirror/1"
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One file to fetch: ``url`` into ``path`` (relative to the staging directory)."""
+
+    url: str
+    path: str
+    sha256: str | None = None
+    size: int | None = None
+    role: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Options:
+    workers: int = DEFAULT_WORKERS
+    chunk_size: int = DEFAULT_CHUNK
+    retries: int = DEFAULT_RETRIES
+    backoff_s: float = DEFAULT_BACKOFF_S
+    progress: bool = False
+    console: Console | None = None
+    # sleep is injectable so that tests of the backoff need not wait
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Stats:
+    fetched_bytes: int = 0  # body bytes received over HTTP
+    requests: int = 0
+    retries: int = 0
+    skipped_files: int = 0
+    resumed_bytes: int = 0  # bytes already on disk from an earlier run
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, nbytes: int = 0, requests: int = 0, retries: int = 0) -> None:
+        with self.lock:
+            self.fetched_bytes += nbytes
+            self.requests += requests
+            self.retries += retries
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection cut, timeout, 5xx, 429)."""
+
+
+def _request(url: str, headers: Mapping[str, str], method: str = "GET") -> Any:
+    req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **headers})
+    try:
+        return urllib.request.urlopen(req, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise _Transient(f"HTTP {exc.code} from {url}") from None
+        raise MirrorError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _Transient(f"{url}: {exc}") from None
+
+
+def backoff_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with full jitter: up to ``base * 2**attempt``, capped."""
+    return min(MAX_BACKOFF_S, base * (2**attempt)) * (0.5 + random.random() / 2)
+
+
+def _retrying(what: str, opts: Options, stats: Stats, fn: Callable[[], Any]) -> Any:
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except _Transient as exc:
+            if attempt >= opts.retries:
+                raise MirrorError(f"{what}: giving up after {attempt + 1} attempt(s): {exc}") from None
+            stats.add(retries=1)
+            opts.sleep(backoff_delay(attempt, opts.backoff_s))
+            attempt += 1
+
+
+@dataclass
+class _Probe:
+    size: int
+    ranges: bool
+    advertised_sha256: str | None
+
+
+def probe(blob: Blob, opts: Options, stats: Stats) -> _Probe:
+    """Size and range support from ``GET Range: bytes=0-0`` (one byte, or the whole body's headers)."""
+
+    def go() -> _Probe:
+        with _request(blob.url, {**blob.headers, "Range": "bytes=0-0"}) as resp:
+            stats.add(requests=1)
+            advertised = None
+            for header in ("X-Linked-Etag", "ETag"):  # Hugging Face: the LFS file's sha256
+                value = (resp.headers.get(header) or "").strip('"W/ ').lower()
+                if is_sha256(value):
+                    advertised = value
+                    break
+            if resp.status == 206:
+                total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
+                if total.isdigit():
+                    return _Probe(int(total), True, advertised)
+            length = resp.headers.get("Content-Length")
+            if resp.status == 200 and length and length.isdigit():
+                return _Probe(int(length), False, advertised)
+            if blob.size is not None:
+                return _Probe(blob.size, False, advertised)
+            raise MirrorError(f"{blob.url}: the server reports no size (no Content-Range/Content-Length)")
+
+    result: _Probe = _retrying(blob.path, opts, stats, go)
+    return result
+
+
+class _State:
+    """``<part>.json``: the bytes on disk per chunk, flushed at most every STATE_FLUSH_S."""
+
+    def __init__(self, path: Path, key: dict[str, Any], chunks: list[tuple[int, int]]) -> None:
+        self.path = path
+        self.key = key
+        self.chunks = chunks
+        self.done = [0] * len(chunks)
+        self.lock = threading.Lock()
+        self.flushed = 0.0
+
+    def load(self) -> bool:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if doc.get("key") != self.key or len(doc.get("done", [])) != len(self.chunks):
+            return False
+        pairs = zip(doc["done"], self.chunks, strict=True)
+        self.done = [max(0, min(int(d), end - start)) for d, (start, end) in pairs]
+        return True
+
+    def advance(self, index: int, nbytes: int) -> None:
+        with self.lock:
+            self.done[index] += nbytes
+            now = time.monotonic()
+            if now - self.flushed >= STATE_FLUSH_S:
+                self._flush()
+                self.flushed = now
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"key": self.key, "done": self.done}), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    @property
+    def on_disk(self) -> int:
+        return sum(self.done)
+
+
+def _part(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def _state_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part.json")
+
+
+def chunk_ranges(size: int, chunk: int, ranges: bool) -> list[tuple[int, int]]:
+    """``[start, end)`` per chunk; a single chunk when the server ignores ranges."""
+    if not ranges or size == 0:
+        return [(0, size)]
+    return [(a, min(a + chunk, size)) for a in range(0, size, chunk)]
+
+
+@dataclass
+class _Job:
+    blob: Blob
+    dest: Path
+    size: int
+    sha256: str | None
+    ranges: bool
+    state: _State | None = None
+    task: Any = None
+
+
+def _fetch_chunk(job: _Job, index: int, opts: Options, stats: Stats, progress: Callable[[int], None]) -> None:
+    assert job.state is not None
+    start, end = job.state.chunks[index]
+    part = _part(job.dest)
+
+    def go() -> None:
+        offset = start + job.state.done[index]  # type: ignore[union-attr]
+        if offset >= end:
+            return
+        headers = dict(job.blob.headers)
+        if job.ranges:
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset:
+            # no ranges: start the whole file again
+            job.state.advance(index, -job.state.done[index])  # type: ignore[union-attr]
+            progress(-offset)
+            offset = start
+        with _request(job.blob.url, headers) as resp:
+            stats.add(requests=1)
+            if job.ranges and resp.status != 206:
+                raise MirrorError(f"{job.blob.url}: asked for a range, got HTTP {resp.status}")
+            fd = os.open(part, os.O_WRONLY)
+            try:
+                while offset < end:
+                    try:
+                        block = resp.read(min(READ_BLOCK, end - offset))
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _Transient(
+                            f"{job.blob.path}: connection lost at byte {offset}: {exc}"
+                        ) from None
+                    if not block:
+                        raise _Transient(f"{job.blob.path}: connection closed at byte {offset} of {end}")
+                    os.pwrite(fd, block, offset)
+                    offset += len(block)
+                    stats.add(len(block))
+                    job.state.advance(index, len(block))  # type: ignore[union-attr]
+                    progress(len(block))
+            finally:
+                os.close(fd)
+
+    _retrying(f"{job.blob.path} (bytes {start}-{end - 1})", opts, stats, go)
+
+
+def _free_bytes(directory: Path) -> int:
+    probe_dir = directory
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    return shutil.disk_usage(probe_dir).free
+
+
+def preflight(directory: Path, needed: int, headroom: float = DISK_HEADROOM) -> None:
+    free = _free_bytes(directory)
+    want = int(needed * headroom)
+    if want > free:
+        raise MirrorError(
+            f"{directory}: not enough free disk space: {want} bytes needed ({needed} to fetch x {headroom}), "
+            f"{free} free"
+        )
+
+
+@contextlib.contextmanager
+def _progress(opts: Options, enabled: bool) -> Iterator[Progress | None]:
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=opts.console,
+    )
+    with bar:
+        yield bar
+
+
+def fetch_all(
+    blobs: Sequence[Blob], directory: Path, opts: Options | None = None
+) -> tuple[list[FileEntry], Stats]:
+    """Fetch every blob into ``directory``; the verified entries in the blobs' order, and the stats."""
+    opts = opts or Options()
+    stats = Stats()
+    directory.mkdir(parents=True, exist_ok=True)
+    jobs: list[_Job] = []
+    entries: dict[str, FileEntry] = {}
+    # 1. what is there, and what is left: no byte of a body moves before the preflight
+    for blob in blobs:
+        dest = directory / blob.path
+        known = blob.sha256 and blob.size is not None
+        if known and dest.is_file() and dest.stat().st_size == blob.size and sha256_file(dest) == blob.sha256:
+            entries[blob.path] = FileEntry(blob.path, blob.sha256, blob.size, blob.role)
+            stats.skipped_files += 1
+            continue
+        info = probe(blob, opts, stats)
+        if blob.size is not None and info.size != blob.size:
+            raise MirrorError(
+                f"{blob.path}: the server reports {info.size} bytes, the source lists {blob.size}"
+            )
+        expected = blob.sha256 or info.advertised_sha256
+        if not expected:
+            raise MirrorError(
+                f"{blob.path}: no sha256 is known for {blob.url}; list it (URL SHA256 in the URL list, "
+                "or URL#sha256=<hex>)"
+            )
+        if dest.is_file() and dest.stat().st_size == info.size and sha256_file(dest) == expected:
+            entries[blob.path] = FileEntry(blob.path, expected, info.size, blob.role)
+            stats.skipped_files += 1
+            continue
+        job = _Job(blob, dest, info.size, expected, info.ranges)
+        key = {
+            "url": blob.url,
+            "size": info.size,
+            "sha256": expected,
+            "chunk": opts.chunk_size,
+            "ranges": info.ranges,
+        }
+        job.state = _State(_state_path(dest), key, chunk_ranges(info.size, opts.chunk_size, info.ranges))
+        part = _part(dest)
+        if not (part.is_file() and part.stat().st_size == info.size and job.state.load()):
+            job.state.done = [0] * len(job.state.chunks)
+        jobs.append(job)
+    left = sum(j.size - (j.state.on_disk if j.state else 0) for j in jobs)
+    preflight(directory, left)
+    # 2. the part files, at their full size
+    for job in jobs:
+        assert job.state is not None
+        job.dest.parent.mkdir(parents=True, exist_ok=True)
+        part = _part(job.dest)
+        if job.state.on_disk == 0:
+            with part.open("wb") as f:
+                f.truncate(job.size)
+        stats.resumed_bytes += job.state.on_disk
+        job.state.flush()
+    # 3. every chunk of every file on one pool; a file is verified once its last chunk lands
+    with _progress(opts, opts.progress and bool(jobs)) as bar:
+        total_task = None
+        if bar is not None:
+            total_task = bar.add_task("total", total=sum(j.size for j in jobs))
+            bar.advance(total_task, sum(j.state.on_disk for j in jobs if j.state))
+            for job in jobs:
+                job.task = bar.add_task(
+                    job.blob.path, total=job.size, completed=job.state.on_disk if job.state else 0
+                )
+
+        def progress_of(job: _Job) -> Callable[[int], None]:
+            def advance(n: int) -> None:
+                if bar is not None:
+                    bar.advance(job.task, n)
+                    bar.advance(total_task, n)  # type: ignore[arg-type]
+
+            return advance
+
+        remaining = {id(j): sum(1 for i in range(len(j.state.chunks))) for j in jobs if j.state}
+        lock = threading.Lock()
+        with ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="mirror") as pool:
+            futures: list[Future[None]] = []
+
+            def chunk_task(job: _Job, index: int) -> None:
+                _fetch_chunk(job, index, opts, stats, progress_of(job))
+                with lock:
+                    remaining[id(job)] -= 1
+                    last = remaining[id(job)] == 0
+                if last:
+                    entries[job.blob.path] = _finish(job)
+
+            for job in jobs:
+                assert job.state is not None
+                for index in range(len(job.state.chunks)):
+                    futures.append(pool.submit(chunk_task, job, index))
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()  # type: ignore[misc]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            finally:
+                # after the pool has let its running chunks finish: their bytes count too
+                pool.shutdown(wait=True, cancel_futures=True)
+                for job in jobs:
+                    if job.state is not None and _part(job.dest).exists():
+                        job.state.flush()
+    return [entries[b.path] for b in blobs], stats
+
+
+def _finish(job: _Job) -> FileEntry:
+    assert job.state is not None and job.sha256 is not None
+    job.state.flush()
+    part = _part(job.dest)
+    digest = sha256_file(part)
+    if digest != job.sha256:
+        part.unlink(missing_ok=True)
+        _state_path(job.dest).unlink(missing_ok=True)
+        raise DigestMismatch(
+            job.blob.path, job.sha256, digest, f" (from {job.blob.url}; the bad part was deleted)"
+        )
+    os.replace(part, job.dest)
+    _state_path(job.dest).unlink(missing_ok=True)
+    return FileEntry(job.blob.path, job.sha256, job.size, job.blob.role)

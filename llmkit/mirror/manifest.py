@@ -1,0 +1,217 @@
+"""The mirror manifest: ``manifest.json`` beside the files it lists, written last.
+
+One format for a model and for the host bootstrap bundle::
+
+    {"schema": 1, "kind": "model" | "bundle", "model": "tiny-r1", "tag": "latest",
+     "source": {"type": "registry" | "urls" | "local" | "bundle", ...}, "created": "<UTC ISO 8601>",
+     "files": [{"path": "tiny-r1.gguf", "sha256": "<64 hex>", "size": 123, "role": "gguf"}, ...]}
+
+``files[].path`` is relative to the manifest's directory (POSIX, no ``..``, never
+``manifest.json``): exactly what the AWS model hosts' user data checks for ``bootstrap/``
+(``components/templates/model_host_user_data.sh``: every listed file present with its size and
+sha256, nothing unlisted). ``role`` (``gguf``, ``modelfile``, ...) tells the on-prem deploys which
+file is which (``playbooks/deploys/models.py``: ``file``, ``sha256``, ``size``, ``modelfile``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from llmkit.errors import LlmkitError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA = 1
+KINDS = ("model", "bundle")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+HASH_BLOCK = 1 << 20
+
+
+class MirrorError(LlmkitError):
+    """A mirror problem the user can act on (one line, exit 2)."""
+
+
+class DigestMismatch(MirrorError):
+    """A file's sha256 differs from the one it must have; names the file."""
+
+    def __init__(self, path: str, expected: str, actual: str, detail: str = "") -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{path}: sha256 {actual} does not match the expected {expected}{detail}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_relpath(path: str) -> str:
+    """A manifest path: relative POSIX, no empty, ``.`` or ``..`` parts, not the manifest itself."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or path == MANIFEST_NAME:
+        raise MirrorError(f"{MANIFEST_NAME}: refused path {path!r} (relative, no '..', not the manifest)")
+    return str(PurePosixPath(path))
+
+
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and bool(_SHA256.match(value))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    sha256: str
+    size: int
+    role: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "size": self.size}
+        if self.role:
+            out["role"] = self.role
+        return out
+
+
+@dataclass
+class Manifest:
+    kind: str
+    model: str
+    tag: str
+    source: dict[str, Any]
+    files: list[FileEntry]
+    created: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}:{self.tag}"
+
+    def by_role(self, role: str) -> FileEntry | None:
+        return next((f for f in self.files if f.role == role), None)
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "kind": self.kind,
+            "model": self.model,
+            "tag": self.tag,
+            "source": self.source,
+            "created": self.created,
+            "files": [f.to_json() for f in self.files],
+        }
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n").encode()
+
+    def write(self, directory: Path) -> Path:
+        """Write ``directory/manifest.json`` atomically (the last step of a pull or bundle)."""
+        return atomic_write(directory / MANIFEST_NAME, self.dumps())
+
+    @classmethod
+    def loads(cls, data: bytes | str, where: str) -> Manifest:
+        try:
+            doc = json.loads(data)
+            files = []
+            seen: set[str] = set()
+            for raw in doc["files"]:
+                entry = FileEntry(
+                    path=check_relpath(str(raw["path"])),
+                    sha256=str(raw["sha256"]).lower(),
+                    size=int(raw["size"]),
+                    role=raw.get("role"),
+                )
+                if not is_sha256(entry.sha256):
+                    raise MirrorError(f"{where}: {entry.path}: sha256 is not 64 hex digits")
+                if entry.path in seen:
+                    raise MirrorError(f"{where}: {entry.path} is listed twice")
+                seen.add(entry.path)
+                files.append(entry)
+            return cls(
+                kind=str(doc.get("kind", "model")),
+                model=str(doc.get("model", "")),
+                tag=str(doc.get("tag", "")),
+                source=dict(doc.get("source") or {}),
+                files=files,
+                created=str(doc.get("created", "")),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MirrorError(f"{where}: not a mirror manifest ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST_NAME
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise MirrorError(
+                f"{path}: no mirror manifest (is {directory} a pulled model or bundle?)"
+            ) from None
+        return cls.loads(data, str(path))
+
+
+def atomic_write(dest: Path, data: bytes) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    problem: str
+
+
+def verify_dir(directory: Path, manifest: Manifest | None = None, strict: bool = False) -> list[Finding]:
+    """Re-hash every listed file; a finding per missing, resized or changed file (and, strict: unlisted)."""
+    manifest = manifest or Manifest.read(directory)
+    findings: list[Finding] = []
+    for entry in manifest.files:
+        full = directory / entry.path
+        if not full.is_file() or full.is_symlink():
+            findings.append(Finding(entry.path, "missing"))
+            continue
+        size = full.stat().st_size
+        if size != entry.size:
+            findings.append(Finding(entry.path, f"size {size} differs from the manifest's {entry.size}"))
+            continue
+        digest = sha256_file(full)
+        if digest != entry.sha256:
+            findings.append(
+                Finding(entry.path, f"sha256 {digest} differs from the manifest's {entry.sha256}")
+            )
+    if strict:
+        listed = {e.path for e in manifest.files} | {MANIFEST_NAME}
+        for extra in sorted(set(local_files(directory)) - listed):
+            findings.append(Finding(extra, "not listed in the manifest"))
+    return findings
+
+
+def local_files(directory: Path) -> Iterable[str]:
+    for root, _dirs, names in os.walk(directory):
+        for name in names:
+            full = Path(root) / name
+            yield full.relative_to(directory).as_posix()
