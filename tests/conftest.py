@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from llmkit.config import StackConfig, load_stack
 from llmkit.plan import PlannedResource, record
 
 ROOT = Path(__file__).resolve().parent.parent
+AWS_REGION = "eu-central-1"
 
 
 class Recorded:
@@ -47,3 +50,43 @@ def run_pulumi() -> Callable[..., Recorded]:
 def stack_config(request: pytest.FixtureRequest) -> StackConfig:
     """Each real stack's validated config."""
     return load_stack(request.param, ROOT)
+
+
+# --- AWS APIs: a real moto server on 127.0.0.1 ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server (every AWS API moto has) on 127.0.0.1 for the whole run."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """An emptied moto server, and an environment in which every boto3 client goes to it only
+    (no profile, config file, credentials file or instance metadata of this machine)."""
+    request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:  # 127.0.0.1 only
+        assert answer.status == 200
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": AWS_REGION,
+        "AWS_REGION": AWS_REGION,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint

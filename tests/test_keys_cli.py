@@ -43,7 +43,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from moto.server import ThreadedMotoServer
 
 from llmkit import pki
 from llmkit.cli import main
@@ -790,40 +789,10 @@ def test_server_name_for_a_tunnel(ca: Path) -> None:
 # --- the master key from AWS Secrets Manager (moto) --------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    assert host == "127.0.0.1"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as answer:  # 127.0.0.1 only
-        assert answer.status == 200
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"):
-        monkeypatch.delenv(name, raising=False)
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_endpoint,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+def aws(aws_env: str) -> Any:
     client = boto3.client("secretsmanager")
-    assert client.meta.endpoint_url == moto_endpoint
+    assert client.meta.endpoint_url == aws_env
     return client
 
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,7 +20,6 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.secretsmanager.models import FakeSecret, secretsmanager_backends
-from moto.server import ThreadedMotoServer
 
 from components.lambdas import rotate_api_key as fn
 
@@ -31,41 +27,16 @@ REGION = "eu-central-1"
 KEY_LENGTH = len(fn.VALUE_PREFIX) + fn.RANDOM_LENGTH
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    assert host == "127.0.0.1"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+@pytest.fixture
+def endpoint(aws_env: str) -> str:
+    return aws_env
 
 
 @pytest.fixture
-def client(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+def client(aws_env: str) -> Any:
     """A Secrets Manager client of an empty moto server; the handler's own clients go there too."""
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as answer:  # 127.0.0.1 only
-        assert answer.status == 200
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"):
-        monkeypatch.delenv(name, raising=False)
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ENDPOINT_URL_SECRETS_MANAGER": endpoint,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
     sm = boto3.client("secretsmanager")
-    assert sm.meta.endpoint_url == endpoint
+    assert sm.meta.endpoint_url == aws_env
     return sm
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +10,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 REGION = "eu-central-1"
 
@@ -134,17 +132,6 @@ def file_server(_file_server: FileServer) -> FileServer:
     return _file_server
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 @dataclass
 class S3:
     endpoint: str
@@ -154,18 +141,9 @@ class S3:
 
 
 @pytest.fixture
-def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+def s3(aws_env: str) -> S3:
     """An empty moto server with a versioned bucket and a KMS key (the stack's data key)."""
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(var, value)
-    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(var, raising=False)
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).read()
+    moto_endpoint = aws_env
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
     kms = boto3.client("kms", endpoint_url=moto_endpoint, region_name=REGION)
     key_arn = kms.create_key(Description="data")["KeyMetadata"]["Arn"]

@@ -9,10 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from components.fleet import model_slug as fleet_slug
-from components.model_store import BOOTSTRAP_PREFIX, MODELS_PREFIX
 from llmkit.commands.mirror import mirror
-from llmkit.mirror import layout
 from llmkit.mirror.manifest import MANIFEST_NAME, Manifest
 from llmkit.mirror.pull import pull_local
 from llmkit.mirror.push import S3Target, push_dir, push_http, push_s3
@@ -42,12 +39,6 @@ def record_writes(client: Any) -> list[str]:
     client.meta.events.register("provide-client-params.s3.PutObject", note)
     client.meta.events.register("provide-client-params.s3.CompleteMultipartUpload", note)
     return order
-
-
-def test_layout_is_the_model_stores() -> None:
-    assert (layout.MODELS_PREFIX, layout.BOOTSTRAP_PREFIX) == (MODELS_PREFIX, BOOTSTRAP_PREFIX)
-    for name in ("deepseek-r1:32b", "tiny-r1:latest", "a" * 60 + ":x", "Org/Model_Name:Q4"):
-        assert layout.model_slug(name) == fleet_slug(name)
 
 
 def test_push_encrypts_every_object_writes_the_manifest_last_and_skips_on_repush(s3, tmp_path: Path) -> None:

@@ -914,10 +914,8 @@ def test_reverse_proxy_deploy_uses_the_gateway_pool(
 NGINX = shutil.which("nginx")
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
-def test_nginx_accepts_the_proxy_config_with_gateways(
-    tmp_path: Path, hosts: dict[str, Any], pki: Pki
-) -> None:
+def proxy_tls_dir(tmp_path: Path, hosts: dict[str, Any], pki: Pki) -> Path:
+    """The proxy's certificate, key and CA in ``tmp_path/tls``, and ``tmp_path/logs`` for nginx."""
     tls = tmp_path / "tls"
     tls.mkdir()
     proxy = hosts["proxy"][0][1]
@@ -925,6 +923,14 @@ def test_nginx_accepts_the_proxy_config_with_gateways(
     (tls / "server.key").write_text(proxy["tls_key"])
     (tls / "ca.crt").write_text(pki.ca)
     (tmp_path / "logs").mkdir()
+    return tls
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+def test_nginx_accepts_the_proxy_config_with_gateways(
+    tmp_path: Path, hosts: dict[str, Any], pki: Pki
+) -> None:
+    tls = proxy_tls_dir(tmp_path, hosts, pki)
     context = {
         **gateway_proxy_context(hosts),
         "tls_dir": str(tls),
@@ -1080,13 +1086,7 @@ def _get(port: int, path: str, ca: Path) -> tuple[int, str]:
 def test_real_nginx_sends_requests_to_the_gateways_and_guards_management(
     tmp_path: Path, hosts: dict[str, Any], pki: Pki, stand_in_gateway: int, admin: bool
 ) -> None:
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    proxy = hosts["proxy"][0][1]
-    (tls / "server.crt").write_text(proxy["tls_cert"])
-    (tls / "server.key").write_text(proxy["tls_key"])
-    (tls / "ca.crt").write_text(pki.ca)
-    (tmp_path / "logs").mkdir()
+    tls = proxy_tls_dir(tmp_path, hosts, pki)
     for directory in (tmp_path, tls, tmp_path / "logs"):
         directory.chmod(0o755)  # nginx's workers may run as another user
     port = _free_port()
