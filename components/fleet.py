@@ -114,6 +114,7 @@ from components.model_store import BOOTSTRAP_PREFIX, MODELS_PREFIX
 from llmkit.catalog import load_catalog
 from llmkit.config import DLAMI_SSM_PARAMETER
 from llmkit.sizing import GIB
+from llmkit.store_layout import model_slug
 
 if TYPE_CHECKING:
     from llmkit.config import StackConfig
@@ -122,7 +123,6 @@ if TYPE_CHECKING:
 HTTPS_PORT = 443
 # The sized instance type plus at most this many fallbacks from the sizing's fitting choices.
 MAX_FALLBACKS = 4
-MAX_SLUG_LENGTH = 32  # an ALB target group name is at most 32 characters
 ROOT_DEVICE = "/dev/sda1"  # the root device of Ubuntu AMIs (the Deep Learning Base AMI included)
 MODEL_CACHE_DEVICE = "/dev/sdf"
 MODEL_CACHE_IOPS = 4000
@@ -159,7 +159,6 @@ WARM_POOL_STATES = ("Stopped", "Hibernated", "Running")
 USER_DATA_TEMPLATE = Path(__file__).with_name("templates") / "model_host_user_data.sh"
 USER_DATA_LIMIT_BYTES = 16 * 1024  # EC2's limit on user data before base64
 
-_SLUG_CHARS = re.compile(r"[^a-z0-9]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _AMI_ID = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
 _SSM_PARAMETER = re.compile(r"(/[A-Za-z0-9_.\-]+)+")
@@ -171,21 +170,6 @@ _STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 # --- names -----------------------------------------------------------------------------------
-
-
-def model_slug(name: str) -> str:
-    """A model name as a DNS label and resource name part: ``deepseek-r1:32b`` -> ``deepseek-r1-32b``.
-
-    Lowercase ``[a-z0-9-]``, at most :data:`MAX_SLUG_LENGTH` characters; a longer name keeps its
-    first 23 characters and gets 8 hex characters of its sha256, so slugs stay distinct.
-    """
-    slug = _SLUG_CHARS.sub("-", name.lower()).strip("-")
-    if not slug:
-        raise ValueError(f"model name {name!r} has no letters or digits to make a slug of")
-    if len(slug) > MAX_SLUG_LENGTH:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        slug = f"{slug[: MAX_SLUG_LENGTH - 9].rstrip('-')}-{digest}"
-    return slug
 
 
 def asg_name(stack: str, slug: str) -> str:

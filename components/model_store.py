@@ -79,10 +79,9 @@ import pulumi
 
 from components.storage import SecureBucket, SecureBucketArgs
 from llmkit.config import StackConfig
+from llmkit.store_layout import BOOTSTRAP_PREFIX, MODELS_PREFIX
 
-# Layout of the bucket: the model files, and the bundle a host bootstraps from.
-MODELS_PREFIX = "models/"
-BOOTSTRAP_PREFIX = "bootstrap/"
+# Layout of the bucket (llmkit/store_layout.py): the model files, and the bundle a host bootstraps from.
 READ_PREFIXES = (MODELS_PREFIX, BOOTSTRAP_PREFIX)
 
 # What the bucket policy restricts (Deny statements, so wildcards only widen the deny).
