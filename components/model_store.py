@@ -22,6 +22,19 @@ exist.
   two statements, "deny if not A" and "deny if not B". A negated operator is true when the key is
   missing, so requests from outside any endpoint (no ``aws:SourceVpce``) and anonymous requests
   (no ``aws:PrincipalArn``) are denied too.
+- **The one exception: publishers read the published manifests**, ``models/*/manifest.json``
+  and ``bootstrap/manifest.json`` (:func:`manifest_object_arns`), from anywhere, and no other
+  object. ``llmkit mirror push`` decides what it may skip by comparing its files with the
+  published manifest (plus the ``ListObjectsV2`` sizes); a manifest holds file names, sizes and
+  sha256 digests, never weights or bundle contents. Three statements: reads by anyone but the
+  readers and publishers are denied (``DenyObjectReadsByOtherPrincipals``); reads by anyone but
+  the readers of any object that is not a manifest are denied (a ``NotResource`` statement,
+  ``DenyObjectReadsBeyondTheManifestsByNonReaders``); and reads from outside the endpoint are
+  denied unless the caller is a publisher (``DenyObjectReadsOutsideTheEndpoint``: both
+  ``StringNotEquals`` keys must hold, the way ``DenyListingOutsideTheEndpoint`` exempts them).
+  ``*`` in an S3 resource ARN matches across ``/``, so ``models/a/b/manifest.json`` counts as a
+  manifest too: acceptable, since only publishers write and the name says what it is. Without
+  ``publisher_role_arns`` neither exemption exists and reads are exactly the readers' alone.
 - **Listing** (``s3:ListBucket``, ``s3:ListBucketVersions``) is denied to everyone but the readers
   and the publishers, and to readers outside the endpoint. Publishers list from anywhere, so
   ``llmkit mirror push`` can compare what is already there (``ListObjectsV2`` sizes and ETags).
@@ -36,8 +49,9 @@ exist.
 Lockout: no statement denies bucket administration (``s3:PutBucketPolicy``,
 ``s3:DeleteBucketPolicy``, configuration), so administrators keep the bucket manageable through
 IAM, and the account root can always delete the policy. What administrators cannot do is read
-objects from outside the VPC: that is the point. Publishers write but do not read; to inspect a
-file, read it on a host (Session Manager). Publishers must be IAM roles or users of this account
+objects from outside the VPC: that is the point. Publishers write, and read nothing but the
+manifests; to inspect a model or bundle file, read it on a host (Session Manager). Publishers
+must be IAM roles or users of this account
 (a cross-account publisher would need an Allow statement, which this policy does not have).
 
 Naming and dependencies: the S3 gateway endpoint's policy (:func:`s3_endpoint_policy`) must name
@@ -79,6 +93,7 @@ import pulumi
 
 from components.storage import SecureBucket, SecureBucketArgs
 from llmkit.config import StackConfig
+from llmkit.mirror.manifest import MANIFEST_NAME
 from llmkit.store_layout import BOOTSTRAP_PREFIX, MODELS_PREFIX
 
 # Layout of the bucket (llmkit/store_layout.py): the model files, and the bundle a host bootstraps from.
@@ -301,6 +316,18 @@ def s3_endpoint_policy(
     return pulumi.Output.all(model_store_arn, account_id).apply(document)
 
 
+def manifest_object_arns(bucket_arn: str) -> list[str]:
+    """The published mirror manifests, the only objects publishers read (see the module doc).
+
+    ``*`` in an S3 resource ARN also matches ``/``, so the first also covers
+    ``models/a/b/manifest.json``; any such object is a manifest by name, written by a publisher.
+    """
+    return [
+        f"{bucket_arn}/{MODELS_PREFIX}*/{MANIFEST_NAME}",
+        f"{bucket_arn}/{BOOTSTRAP_PREFIX}{MANIFEST_NAME}",
+    ]
+
+
 def model_store_policy_statements(
     *,
     bucket_arn: str,
@@ -323,15 +350,29 @@ def model_store_policy_statements(
             "Principal": "*",
             "Action": OBJECT_READ_ACTIONS,
             "Resource": objects,
-            "Condition": {"StringNotEquals": {"aws:PrincipalArn": readers}},
+            "Condition": {"StringNotEquals": {"aws:PrincipalArn": [*readers, *publishers]}},
         },
+    ]
+    if publishers:
+        # Without publishers the statement above already denies every non-reader every object.
+        statements.append(
+            {
+                "Sid": "DenyObjectReadsBeyondTheManifestsByNonReaders",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": OBJECT_READ_ACTIONS,
+                "NotResource": manifest_object_arns(bucket_arn),
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": readers}},
+            }
+        )
+    statements += [
         {
             "Sid": "DenyObjectReadsOutsideTheEndpoint",
             "Effect": "Deny",
             "Principal": "*",
             "Action": OBJECT_READ_ACTIONS,
             "Resource": objects,
-            "Condition": {"StringNotEquals": {"aws:SourceVpce": s3_endpoint_id}},
+            "Condition": {"StringNotEquals": {"aws:SourceVpce": s3_endpoint_id, **not_publisher}},
         },
         {
             "Sid": "DenyListingByOtherPrincipals",
@@ -405,8 +446,9 @@ class ModelStoreArgs:
 
     ``reader_role_arns``: the fleet's instance role ARNs (a list of Inputs, or an Output of a
     list). ``publisher_role_arns``: the roles/users that ``llmkit mirror push`` runs as; when
-    given, only they write. ``bucket_name``: best :func:`model_store_bucket_name` (see the module
-    doc); None means Pulumi's auto-name.
+    given, only they write, and they read the published manifests and nothing else.
+    ``bucket_name``: best :func:`model_store_bucket_name` (see the module doc); None means
+    Pulumi's auto-name.
     """
 
     kms_key_arn: pulumi.Input[str]

@@ -19,12 +19,14 @@ from components.model_store import (
     ModelStoreArgs,
     aws_owned_bucket_names,
     bucket_arn,
+    manifest_object_arns,
     model_store_bucket_name,
     model_store_policy_statements,
     s3_endpoint_policy,
     s3_endpoint_policy_document,
 )
 from llmkit.config import StackConfig
+from llmkit.mirror.manifest import MANIFEST_NAME
 from llmkit.plan import MOCK_ACCOUNT_ID
 from tests.conftest import Recorded
 
@@ -44,8 +46,9 @@ STORE_ARN = f"arn:aws:s3:eu-central-1:{ACCOUNT}:models-bucket"
 
 
 # --- a small evaluator of IAM policy statements ---------------------------------------------------
-# Enough of IAM's evaluation logic for these policies: wildcard actions and resources, Principal
-# "*" / {"AWS": ...}, and the condition operators they use. A negated operator (StringNotEquals)
+# Enough of IAM's evaluation logic for these policies: wildcard actions and resources (NotResource
+# too; "*" matches across "/", as in IAM), Principal "*" / {"AWS": ...}, and the condition
+# operators they use. A negated operator (StringNotEquals)
 # is true when the key is missing from the request; "...IfExists" is true when it is missing;
 # keys of one operator and operators of one statement are ANDed, the values of one key ORed.
 
@@ -102,7 +105,10 @@ def _condition_holds(operator: str, key: str, expected: list[str], ctx: dict[str
 def applies(statement: dict[str, Any], request: Request) -> bool:
     if not any(fnmatchcase(request.action.lower(), a.lower()) for a in _as_list(statement["Action"])):
         return False
-    if not any(fnmatchcase(request.resource, r) for r in _as_list(statement["Resource"])):
+    if "NotResource" in statement:
+        if any(fnmatchcase(request.resource, r) for r in _as_list(statement["NotResource"])):
+            return False
+    elif not any(fnmatchcase(request.resource, r) for r in _as_list(statement["Resource"])):
         return False
     principal = statement["Principal"]
     if principal != "*" and request.principal not in _as_list(principal.get("AWS", [])):
@@ -238,10 +244,19 @@ def test_read_deny_statements_name_the_readers_and_the_endpoint(statements: list
     by_sid = {s["Sid"]: s for s in statements}
     principals = by_sid["DenyObjectReadsByOtherPrincipals"]
     assert principals["Resource"] == f"{STORE_ARN}/*"
-    assert principals["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": [READER, READER_2]}}
+    assert principals["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": [READER, READER_2, PUBLISHER]}}
+    beyond = by_sid["DenyObjectReadsBeyondTheManifestsByNonReaders"]
+    assert "Resource" not in beyond
+    assert beyond["NotResource"] == [
+        f"{STORE_ARN}/{MODELS_PREFIX}*/{MANIFEST_NAME}",
+        f"{STORE_ARN}/{BOOTSTRAP_PREFIX}{MANIFEST_NAME}",
+    ]
+    assert beyond["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": [READER, READER_2]}}
     endpoint = by_sid["DenyObjectReadsOutsideTheEndpoint"]
     assert endpoint["Resource"] == f"{STORE_ARN}/*"
-    assert endpoint["Condition"] == {"StringNotEquals": {"aws:SourceVpce": VPCE}}
+    assert endpoint["Condition"] == {
+        "StringNotEquals": {"aws:SourceVpce": VPCE, "aws:PrincipalArn": [PUBLISHER]}
+    }
     listing = by_sid["DenyListingOutsideTheEndpoint"]
     assert listing["Resource"] == STORE_ARN
     assert listing["Condition"] == {
@@ -259,7 +274,8 @@ def test_read_deny_statements_name_the_readers_and_the_endpoint(statements: list
         (READER, OTHER_VPCE, True),  # ... or through another VPC's endpoint
         (ADMIN, VPCE, True),  # a principal that is not a reader, even inside the VPC
         (ADMIN, None, True),
-        (PUBLISHER, None, True),  # publishers write, never read
+        (PUBLISHER, None, True),  # publishers write, and read only the manifests (below)
+        (PUBLISHER, VPCE, True),
         (ROOT, None, True),
         (STRANGER, VPCE, True),
         (None, VPCE, True),  # anonymous
@@ -493,6 +509,133 @@ def test_readers_resolved_later_are_checked_when_the_policy_is_built() -> None:
         model_store_policy_statements(**base, reader_role_arns=["arn:aws:iam::1:role/*"])
 
 
+# --- publishers read the published manifests, and nothing else ------------------------------------
+
+READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes", "s3:GetObjectTagging"]
+MANIFEST_KEYS = [f"{MODELS_PREFIX}x/{MANIFEST_NAME}", f"{BOOTSTRAP_PREFIX}{MANIFEST_NAME}"]
+OTHER_KEYS = [
+    f"{MODELS_PREFIX}x/model.gguf",
+    f"{BOOTSTRAP_PREFIX}wheels/a.whl",
+    f"{BOOTSTRAP_PREFIX}bundle.tar.gz",
+    f"{MODELS_PREFIX}{MANIFEST_NAME}",  # not under a model's prefix
+    f"{MODELS_PREFIX}x/{MANIFEST_NAME}.bak",
+    f"{BOOTSTRAP_PREFIX}wheels/{MANIFEST_NAME}",  # only the bundle's own manifest
+    MANIFEST_NAME,
+    f"elsewhere/{MANIFEST_NAME}",
+]
+VPCES = [VPCE, OTHER_VPCE, None]
+
+
+def _plain_statements(publishers: list[str]) -> list[dict[str, Any]]:
+    return model_store_policy_statements(
+        bucket_arn=STORE_ARN,
+        s3_endpoint_id=VPCE,
+        kms_key_arn=DATA_KEY,
+        reader_role_arns=[READER, READER_2],
+        publisher_role_arns=publishers,
+    )
+
+
+def test_the_manifest_keys_are_the_mirror_layout() -> None:
+    assert manifest_object_arns(STORE_ARN) == [
+        f"{STORE_ARN}/models/*/manifest.json",
+        f"{STORE_ARN}/bootstrap/manifest.json",
+    ]
+
+
+@pytest.mark.parametrize("action", READ_ACTIONS)
+@pytest.mark.parametrize("vpce", VPCES)
+@pytest.mark.parametrize("key", MANIFEST_KEYS)
+def test_publishers_read_the_manifests_from_anywhere(
+    statements: list[dict[str, Any]], action: str, vpce: str | None, key: str
+) -> None:
+    # `llmkit mirror push` compares with the published manifest, from outside the VPC.
+    assert not denied(statements, Request(action, f"{STORE_ARN}/{key}", PUBLISHER, vpce))
+
+
+def test_a_nested_manifest_key_matches_too(statements: list[dict[str, Any]]) -> None:
+    # "*" in an S3 ARN matches across "/" (documented as acceptable).
+    nested = Request("s3:GetObject", f"{STORE_ARN}/{MODELS_PREFIX}a/b/{MANIFEST_NAME}", PUBLISHER)
+    assert not denied(statements, nested)
+
+
+@pytest.mark.parametrize("action", READ_ACTIONS)
+@pytest.mark.parametrize("vpce", VPCES)
+@pytest.mark.parametrize("key", OTHER_KEYS)
+def test_publishers_read_nothing_but_the_manifests(
+    statements: list[dict[str, Any]], action: str, vpce: str | None, key: str
+) -> None:
+    assert denied(statements, Request(action, f"{STORE_ARN}/{key}", PUBLISHER, vpce)), (key, vpce)
+
+
+@pytest.mark.parametrize("action", READ_ACTIONS)
+@pytest.mark.parametrize("key", MANIFEST_KEYS + OTHER_KEYS)
+def test_readers_read_everything_through_the_endpoint_only(
+    statements: list[dict[str, Any]], action: str, key: str
+) -> None:
+    for reader in (READER, READER_2):
+        assert not denied(statements, Request(action, f"{STORE_ARN}/{key}", reader, VPCE))
+        assert denied(statements, Request(action, f"{STORE_ARN}/{key}", reader, OTHER_VPCE))
+        assert denied(statements, Request(action, f"{STORE_ARN}/{key}", reader, None))
+
+
+@pytest.mark.parametrize("action", READ_ACTIONS)
+@pytest.mark.parametrize("principal", [ADMIN, ROOT, STRANGER, None])
+@pytest.mark.parametrize("key", MANIFEST_KEYS + OTHER_KEYS)
+def test_other_principals_read_nothing_not_even_the_manifests(
+    statements: list[dict[str, Any]], action: str, principal: str | None, key: str
+) -> None:
+    for vpce in VPCES:
+        assert denied(statements, Request(action, f"{STORE_ARN}/{key}", principal, vpce)), (principal, vpce)
+
+
+def test_without_publishers_reads_are_exactly_as_strict_as_before() -> None:
+    statements = _plain_statements([])
+    reads = [s for s in statements if "s3:GetObject*" in s["Action"]]
+    # The object-read statements as they were before publishers could read the manifests.
+    assert reads == [
+        {
+            "Sid": "DenyObjectReadsByOtherPrincipals",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["s3:GetObject*"],
+            "Resource": f"{STORE_ARN}/*",
+            "Condition": {"StringNotEquals": {"aws:PrincipalArn": [READER, READER_2]}},
+        },
+        {
+            "Sid": "DenyObjectReadsOutsideTheEndpoint",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["s3:GetObject*"],
+            "Resource": f"{STORE_ARN}/*",
+            "Condition": {"StringNotEquals": {"aws:SourceVpce": VPCE}},
+        },
+    ]
+    assert not any("NotResource" in s for s in statements)
+    # The decision matrix: readers through the endpoint, and no one else (manifests included; a
+    # would-be publisher that is not named is just another principal).
+    for action in READ_ACTIONS:
+        for key in MANIFEST_KEYS + OTHER_KEYS:
+            for principal in (READER, READER_2, PUBLISHER, ADMIN, ROOT, STRANGER, None):
+                for vpce in VPCES:
+                    request = Request(action, f"{STORE_ARN}/{key}", principal, vpce)
+                    expected = principal in (READER, READER_2) and vpce == VPCE
+                    assert denied(statements, request) is not expected, (action, key, principal, vpce)
+
+
+def test_publishers_change_no_one_elses_reads_or_listing() -> None:
+    # (Writes do change: with publishers named, only they write; see test_writes_only_by_publishers.)
+    without, with_publishers = _plain_statements([]), _plain_statements([PUBLISHER])
+    for action in [*READ_ACTIONS, "s3:ListBucket", "s3:ListBucketVersions"]:
+        for key in MANIFEST_KEYS + OTHER_KEYS:
+            resource = STORE_ARN if action.startswith("s3:ListBucket") else f"{STORE_ARN}/{key}"
+            for principal in (READER, READER_2, ADMIN, ROOT, STRANGER, None):
+                for vpce in VPCES:
+                    request = Request(action, resource, principal, vpce)
+                    decision = denied(with_publishers, request)
+                    assert decision is denied(without, request), (action, key, principal, vpce)
+
+
 # --- naming --------------------------------------------------------------------------------------
 
 
@@ -709,4 +852,6 @@ def test_endpoint_and_store_wire_up_without_a_cycle(run_pulumi: Callable[..., Re
     reads = next(s for s in policy["Statement"] if s["Sid"] == "ReadModelStore")
     assert reads["Resource"][0] == f"arn:aws:s3:::{name}/models/*"
     endpoint_deny = next(s for s in _policy(rec) if s["Sid"] == "DenyObjectReadsOutsideTheEndpoint")
-    assert endpoint_deny["Condition"] == {"StringNotEquals": {"aws:SourceVpce": "vpce-s3-id"}}
+    assert endpoint_deny["Condition"] == {
+        "StringNotEquals": {"aws:SourceVpce": "vpce-s3-id", "aws:PrincipalArn": [PUBLISHER]}
+    }

@@ -5,8 +5,11 @@ Targets:
 - **S3** (the model store): every object with ``ServerSideEncryption=aws:kms`` and the key
   (``--kms-key-id``, the key's ARN as the bucket policy demands; without it, the bucket's default
   KMS key read from its encryption configuration). Each object carries its sha256 in metadata
-  (``x-amz-meta-sha256``) and, for single-part uploads, as ``ChecksumSHA256``; an object already
-  there with the same sha256, size and key is skipped. Files of at least ``part_size`` go up as
+  (``x-amz-meta-sha256``) and, for single-part uploads, as ``ChecksumSHA256``. A file is skipped
+  when the manifest already published under the prefix lists it with the same sha256 and size
+  and the listing shows the object at that size: publishers read the published manifests and no
+  other object (the model store's bucket policy), so no HeadObject. Objects a push left without
+  its manifest (an interruption) are uploaded again; large ones resume their multipart upload. Files of at least ``part_size`` go up as
   multipart uploads, parts in parallel. An interrupted multipart upload of the same key is
   resumed: each part already uploaded is kept when its checksum (``ChecksumSHA256``, or an MD5
   ETag) equals the local part's, and re-sent otherwise; other uploads of that key are aborted.
@@ -128,11 +131,6 @@ def _sse(key: str) -> dict[str, str]:
     return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key}
 
 
-def _same_key(have: str | None, want: str) -> bool:
-    # S3 reports the key's ARN; a key id or alias given on the command line matches its tail.
-    return bool(have) and (have == want or str(have).endswith("/" + want.rpartition("/")[2]))
-
-
 def push_s3(directory: Path, target: S3Target, prefix: str | None = None) -> PushResult:
     from botocore.exceptions import ClientError
 
@@ -151,18 +149,17 @@ def push_s3(directory: Path, target: S3Target, prefix: str | None = None) -> Pus
                 s3.abort_multipart_upload(Bucket=target.bucket, Key=key, UploadId=upload_id)
                 result.aborted_uploads += 1
             uploads = []
+        published = _published_files(s3, target.bucket, prefix) if existing else {}
         for entry in manifest.files:
             key = prefix + entry.path
-            if key in existing:
-                head = s3.head_object(Bucket=target.bucket, Key=key)
-                if (
-                    head.get("Metadata", {}).get(META_SHA256) == entry.sha256
-                    and head.get("ContentLength") == entry.size
-                    and head.get("ServerSideEncryption") == "aws:kms"
-                    and _same_key(head.get("SSEKMSKeyId"), key_id)
-                ):
-                    result.skipped.append(entry.path)
-                    continue
+            there = existing.get(key)
+            if (
+                there is not None
+                and there.get("Size") == entry.size
+                and published.get(entry.path) == (entry.sha256, entry.size)
+            ):
+                result.skipped.append(entry.path)
+                continue
             pending = [u for k, u in uploads if k == key]
             _upload(s3, target, directory / entry.path, key, entry, key_id, pending, result)
             result.uploaded.append(entry.path)
@@ -184,6 +181,29 @@ def push_s3(directory: Path, target: S3Target, prefix: str | None = None) -> Pus
     except ClientError as exc:
         raise MirrorError(f"s3://{target.bucket}/{prefix}: {_client_error(exc)}") from None
     return result
+
+
+def _published_files(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[str, int]]:
+    """path -> (sha256, size) from the manifest already published under ``prefix`` (none: empty).
+
+    Only the manifest is read, never a model or bundle object: the model store's bucket policy
+    lets publishers read the published manifests and nothing else (HeadObject needs
+    ``s3:GetObject`` on the object itself).
+    """
+    from botocore.exceptions import ClientError
+
+    key = prefix + MANIFEST_NAME
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return {}
+        raise
+    try:
+        published = Manifest.loads(body, f"s3://{bucket}/{key}")
+    except MirrorError:
+        return {}  # not a manifest we can trust to skip by: upload everything again
+    return {f.path: (f.sha256, f.size) for f in published.files}
 
 
 def _list_keys(s3: Any, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:

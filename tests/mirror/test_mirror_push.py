@@ -125,6 +125,42 @@ def test_abort_incomplete_uploads_cleanly(s3, tmp_path: Path) -> None:
     assert "Uploads" not in s3.client.list_multipart_uploads(Bucket=s3.bucket)
 
 
+def record_reads(client: Any) -> list[tuple[str, str]]:
+    """(operation, key) of every call that reads an object (GetObject*, HeadObject)."""
+    reads: list[tuple[str, str]] = []
+
+    def note(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name.startswith(("GetObject", "HeadObject")):
+            reads.append((model.name, params.get("Key", "")))
+
+    client.meta.events.register("provide-client-params.s3.*", note)
+    return reads
+
+
+def test_a_repush_reads_no_object_but_the_published_manifest(s3, tmp_path: Path) -> None:
+    """The bucket policy lets publishers read the published manifests only (no HeadObject)."""
+    staged = model_dir(tmp_path, size=MIB)
+    target = S3Target(s3.client, s3.bucket, s3.key_arn, part_size=5 * MIB)
+    reads = record_reads(s3.client)
+    push_s3(staged, target)
+    assert reads == []  # nothing under the prefix yet: nothing to compare with
+    again = push_s3(staged, target)
+    assert sorted(again.skipped) == ["Modelfile", "tiny-r1.gguf"]
+    assert reads == [("GetObject", PREFIX + MANIFEST_NAME)]
+    # an object that differs from what the published manifest lists (here: its size) goes up again
+    s3.client.put_object(
+        Bucket=s3.bucket, Key=PREFIX + "Modelfile", Body=b"FROM x\n", ServerSideEncryption="aws:kms"
+    )
+    third = push_s3(staged, target)
+    assert third.uploaded == ["Modelfile"] and third.skipped == ["tiny-r1.gguf"]
+    # files a push uploaded before it was cut off (no manifest yet) are not trusted: sent again
+    s3.client.delete_object(Bucket=s3.bucket, Key=PREFIX + MANIFEST_NAME)
+    fourth = push_s3(staged, target)
+    assert sorted(fourth.uploaded) == ["Modelfile", "tiny-r1.gguf"] and not fourth.skipped
+    assert {op for op, _ in reads} == {"GetObject"}
+    assert {key for _, key in reads} == {PREFIX + MANIFEST_NAME}
+
+
 def test_push_deletes_what_the_manifest_no_longer_lists_and_uses_the_bucket_key(s3, tmp_path: Path) -> None:
     s3.client.put_bucket_encryption(
         Bucket=s3.bucket,
