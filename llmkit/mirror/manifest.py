@@ -22,7 +22,7 @@ import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -83,6 +83,11 @@ class FileEntry:
         return out
 
 
+def _now() -> str:
+    # timezone.utc, not datetime.UTC: the hosts import this module (models deploy) on Python 3.10
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
+
+
 @dataclass
 class Manifest:
     kind: str
@@ -90,7 +95,7 @@ class Manifest:
     tag: str
     source: dict[str, Any]
     files: list[FileEntry]
-    created: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    created: str = field(default_factory=lambda: _now())
 
     @property
     def name(self) -> str:

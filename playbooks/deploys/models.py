@@ -6,16 +6,37 @@ else ``name``; ``ollama list`` reports it with ``:latest`` added when it has no 
 
 - ``source: registry`` (the default): ``ollama pull <served name>`` only when ``ollama list``
   does not already show it (Ollama verifies every layer's digest as it pulls).
-- ``source: mirror``: ``file`` (path under ``models_mirror_url``), ``sha256`` and ``size`` are
-  required. The GGUF goes through ``verified_download`` (free-disk preflight, resume, retries,
-  sha256, atomic rename) into a root-only staging directory; an optional mirror Modelfile
-  (``modelfile: {file, sha256}``) too. The Modelfile that is used always starts with a ``FROM``
-  naming the verified GGUF (any ``FROM`` of a downloaded Modelfile is dropped); an inline
-  ``modelfile`` string adds directives (no ``FROM``), and ``context_length`` becomes
-  ``PARAMETER num_ctx`` unless the directives set it. Then ``ollama create``, then the staging
-  files are deleted (Ollama keeps its own copy as the blob ``sha256-<digest>``). Nothing happens
-  when the served name is listed *and* that blob exists. A checksum mismatch fails the
-  download, naming the file, before ``ollama create`` could touch the served model.
+- ``source: mirror`` takes one of two forms; ``models_mirror_url`` (an ``http(s)://`` or
+  ``file://`` URL or an absolute path, as the *host* reaches it) is required for both.
+
+  - The manifest form (neither ``file`` nor ``sha256``): the deploys verify against the mirror
+    manifest that ``llmkit mirror push`` published. It is read *on the host* (fact
+    :class:`~playbooks.facts.mirror.MirrorManifest`: ``curl`` or ``cat``, the host's own view
+    of the mirror, as the download has) from ``<models_mirror_url>/<manifest>``; ``manifest``
+    (optional, a relative path like ``file``) defaults to ``models/<slug>/manifest.json``, the
+    slug of the served name (``tiny-r1:latest`` -> ``models/tiny-r1-latest/manifest.json``), so
+    here ``models_mirror_url`` is the mirror's *base* (where ``push --to-dir``/``--to-http``
+    publish, the directory that holds ``models/``). The manifest must be of kind ``model`` with
+    exactly one file of role ``gguf`` (a multi-part GGUF, role ``gguf-part``, is refused:
+    ``ollama create`` takes one file) and at most one of role ``modelfile``; their sha256 and
+    size, and their paths relative to the manifest's directory, stand in for ``file``,
+    ``sha256``, ``size`` and ``modelfile: {file, sha256}``. ``size`` and a ``modelfile`` mapping
+    are refused here (the manifest says them); an inline ``modelfile`` string and
+    ``context_length`` work as below. A manifest that cannot be fetched, or is not such a
+    manifest, fails the deploy with a ConfigError naming the host, ``models[i]`` and the URL.
+  - The explicit form: ``file`` (path under ``models_mirror_url``), ``sha256`` and ``size`` are
+    required, ``modelfile: {file, sha256}`` optional; nothing is read from the mirror before the
+    download.
+
+  Either way the GGUF goes through ``verified_download`` (free-disk preflight, resume, retries,
+  sha256, atomic rename) into a root-only staging directory; the mirror Modelfile too. The
+  Modelfile that is used always starts with a ``FROM`` naming the verified GGUF (any ``FROM`` of
+  a downloaded Modelfile is dropped); an inline ``modelfile`` string adds directives (no
+  ``FROM``), and ``context_length`` becomes ``PARAMETER num_ctx`` unless the directives set it.
+  Then ``ollama create``, then the staging files are deleted (Ollama keeps its own copy as the
+  blob ``sha256-<digest>``). Nothing happens when the served name is listed *and* that blob (of
+  the manifest's or the entry's digest) exists. A checksum mismatch fails the download, naming
+  the file, before ``ollama create`` could touch the served model.
 - ``prune_models: true``: ``ollama rm`` of every listed model that is not configured, as the
   last step, so only after every configured model is in place; never when the list of
   installed models could not be read.
@@ -23,6 +44,7 @@ else ``name``; ``ollama list`` reports it with ``:latest`` added when it has no 
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 import shlex
@@ -38,13 +60,20 @@ from pyinfra.operations import files, server
 
 from llmkit.artifacts import is_sha256
 from llmkit.errors import ConfigError
+from llmkit.mirror.manifest import FileEntry, Manifest, MirrorError
+from llmkit.store_layout import MODELS_PREFIX, model_slug
 from playbooks.deploys.ollama import OllamaSettings, ollama_settings
+from playbooks.facts.mirror import MAX_BYTES, MAX_TIME_S, MirrorManifest, local_path
 from playbooks.facts.ollama import InstalledModel, OllamaModels, normalize_model_name
 from playbooks.operations.download import verified_download
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
 _MIRROR_FILE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 STAGING_DIR_NAME = "llmkit-staging"
+MANIFEST_ACCEPTED = (
+    "a mirror manifest of kind model (`llmkit mirror push`) listing one file of role gguf "
+    "and at most one of role modelfile, under paths of letters, digits, '.', '_', '-' and '/'"
+)
 
 
 @dataclass(frozen=True)
@@ -62,9 +91,17 @@ class MirrorFile:
 class ModelSpec:
     served: str  # the name Ollama serves it under, normalized ("llama3.1:8b", "mine:latest")
     source: str  # "registry" | "mirror"
-    gguf: MirrorFile | None = None
+    gguf: MirrorFile | None = None  # None for the manifest form until resolve_manifest()
     modelfile: MirrorFile | None = None
     directives: tuple[str, ...] = ()
+    manifest: str | None = None  # the manifest form: its path under models_mirror_url
+    manifest_default: bool = False  # ... derived from the served name, not given as `manifest`
+    key: str = "models"  # "models[i]", for errors
+
+
+def default_manifest(served: str) -> str:
+    """Where ``llmkit mirror push`` puts a model's manifest under the mirror base."""
+    return f"{MODELS_PREFIX}{model_slug(served)}/manifest.json"
 
 
 def _mirror_file(index: int, key: str, path: Any, sha: Any, size: Any) -> MirrorFile:
@@ -116,12 +153,49 @@ def model_specs(data: Mapping[str, Any] | Any) -> list[ModelSpec]:
             raise ConfigError(
                 "models_mirror_url", None, "an http(s):// or file:// URL", f"models[{i}] needs a mirror"
             )
-        if entry.get("size") is None:
-            raise ConfigError(f"models[{i}].size", None, "a size in bytes", "a mirror model needs its size")
-        gguf = _mirror_file(i, "file", entry.get("file"), entry.get("sha256"), entry.get("size"))
+        by_manifest = entry.get("file") is None and entry.get("sha256") is None
+        gguf: MirrorFile | None = None
+        manifest: str | None = None
+        if by_manifest:
+            if entry.get("size") is not None:
+                raise ConfigError(
+                    f"models[{i}].size",
+                    entry.get("size"),
+                    "file, sha256 and size together, or none of them (the manifest form)",
+                    "without file and sha256 the mirror manifest gives the size",
+                )
+            raw_manifest = entry.get("manifest")
+            manifest = default_manifest(served) if raw_manifest is None else str(raw_manifest)
+            if not _MIRROR_FILE.match(manifest) or ".." in manifest.split("/"):
+                raise ConfigError(
+                    f"models[{i}].manifest",
+                    raw_manifest,
+                    "a relative path under models_mirror_url",
+                    "invalid mirror manifest path",
+                )
+        else:
+            if entry.get("manifest") is not None:
+                raise ConfigError(
+                    f"models[{i}].manifest",
+                    entry.get("manifest"),
+                    "manifest, or file with sha256 and size",
+                    "a mirror model is described by its manifest or by file/sha256/size, not both",
+                )
+            if entry.get("size") is None:
+                raise ConfigError(
+                    f"models[{i}].size", None, "a size in bytes", "a mirror model needs its size"
+                )
+            gguf = _mirror_file(i, "file", entry.get("file"), entry.get("sha256"), entry.get("size"))
         modelfile: MirrorFile | None = None
         directives: list[str] = []
         mf = entry.get("modelfile")
+        if isinstance(mf, Mapping) and by_manifest:
+            raise ConfigError(
+                f"models[{i}].modelfile",
+                dict(mf),
+                "Modelfile directives as text (the manifest names the mirror Modelfile)",
+                "a manifest-form model takes its Modelfile from the manifest (role modelfile)",
+            )
         if isinstance(mf, Mapping):
             modelfile = _mirror_file(i, "modelfile", mf.get("file"), mf.get("sha256"), mf.get("size"))
         elif isinstance(mf, str):
@@ -140,7 +214,14 @@ def model_specs(data: Mapping[str, Any] | Any) -> list[ModelSpec]:
             directives.append(f"PARAMETER num_ctx {int(ctx)}")
         specs.append(
             ModelSpec(
-                served=served, source="mirror", gguf=gguf, modelfile=modelfile, directives=tuple(directives)
+                served=served,
+                source="mirror",
+                gguf=gguf,
+                modelfile=modelfile,
+                directives=tuple(directives),
+                manifest=manifest,
+                manifest_default=by_manifest and entry.get("manifest") is None,
+                key=f"models[{i}]",
             )
         )
     seen: set[str] = set()
@@ -149,6 +230,71 @@ def model_specs(data: Mapping[str, Any] | Any) -> list[ModelSpec]:
             raise ConfigError("models", spec.served, "each model once", "duplicate model")
         seen.add(spec.served)
     return specs
+
+
+def manifest_url(mirror: str, spec: ModelSpec) -> str:
+    """``<models_mirror_url>/<manifest>`` (``mirror`` without its trailing slash)."""
+    assert spec.manifest is not None
+    return f"{mirror}/{spec.manifest}"
+
+
+def resolve_manifest(spec: ModelSpec, text: str | None, url: str, host_name: str) -> ModelSpec:
+    """``spec`` with ``gguf`` and ``modelfile`` from the manifest text the host read at ``url``.
+
+    ConfigError naming the host, ``models[i]``, the URL and the problem when the text is missing
+    (the host could not fetch it) or is not a single-file model manifest.
+    """
+    assert spec.manifest is not None
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(spec.key, url, MANIFEST_ACCEPTED, problem, source=host_name)
+
+    if text is None:
+        hint = (
+            f" (models_mirror_url is the mirror's base here: the manifest defaults to "
+            f"{spec.manifest} under it; set `manifest` to its path otherwise)"
+            if spec.manifest_default
+            else ""
+        )
+        path = local_path(url)
+        check = f"run `curl -fsSL {url}` there" if path is None else f"check {path} there"
+        raise refuse(
+            "the host could not fetch the mirror manifest (unreachable, HTTP error, missing or "
+            f"unreadable file, over {MAX_BYTES >> 20} MiB or over {MAX_TIME_S} s: {check} to see why){hint}"
+        )
+    try:
+        manifest = Manifest.loads(text, url)
+    except MirrorError as exc:
+        raise refuse(f"invalid mirror manifest: {exc}") from None
+    if manifest.kind != "model":
+        raise refuse(f"the mirror manifest is of kind {manifest.kind!r}, not 'model'")
+    parts = [f.path for f in manifest.files if f.role == "gguf-part"]
+    if parts:
+        raise refuse(
+            f"the mirror manifest lists a multi-part GGUF ({', '.join(parts)}): `ollama create` builds "
+            "from one file, so merge the parts (llama-gguf-split --merge) and publish that"
+        )
+    ggufs = [f for f in manifest.files if f.role == "gguf"]
+    if len(ggufs) != 1:
+        raise refuse(f"the mirror manifest lists {len(ggufs)} files of role gguf, not exactly one")
+    modelfiles = [f for f in manifest.files if f.role == "modelfile"]
+    if len(modelfiles) > 1:
+        raise refuse(f"the mirror manifest lists {len(modelfiles)} files of role modelfile, not at most one")
+    base = posixpath.dirname(spec.manifest)
+
+    def mirror_file(entry: FileEntry) -> MirrorFile:
+        path = posixpath.join(base, entry.path) if base else entry.path
+        if not _MIRROR_FILE.match(path) or ".." in path.split("/"):
+            raise refuse(f"the mirror manifest lists a path the deploys do not fetch: {entry.path!r}")
+        if entry.size < 1:
+            raise refuse(f"the mirror manifest gives {entry.path} the size {entry.size}")
+        return MirrorFile(path=path, sha256=entry.sha256, size=entry.size)
+
+    return dataclasses.replace(
+        spec,
+        gguf=mirror_file(ggufs[0]),
+        modelfile=mirror_file(modelfiles[0]) if modelfiles else None,
+    )
 
 
 def staging_dir(settings: OllamaSettings, spec: ModelSpec) -> str:
@@ -246,6 +392,9 @@ def models() -> None:
                 continue
             server.shell(name=f"Pull {spec.served}", commands=[ollama_cli(settings, "pull", spec.served)])
             continue
+        if spec.manifest is not None:
+            url = manifest_url(mirror, spec)
+            spec = resolve_manifest(spec, host.get_fact(MirrorManifest, url=url), url, host.name)
         assert spec.gguf is not None
         if spec.served in names and host.get_fact(File, path=blob_path(settings, spec.gguf.sha256)):
             host.noop(f"{spec.served} is already served from sha256 {spec.gguf.sha256}")

@@ -99,15 +99,28 @@ ollama_keep_alive = None
 # --- models --------------------------------------------------------------------------------------
 
 # Models Ollama serves, each a dict: {"name": "deepseek-r1:32b", "source": "registry" (the
-# default: `ollama pull`) | "mirror"}; a "mirror" model also needs "file" (its path under
-# models_mirror_url), "sha256" (64 hex) and "size" (bytes), and may have "modelfile" (directives
-# as text, or {"file", "sha256"} on the mirror). "mirror" (verified by sha256) is the way for
-# hosts without internet access. AWS host data gives {name, tag, quantization, context_length,
-# concurrency, slug, hf_repo} per model. Default: none.
+# default: `ollama pull`) | "mirror"}. "mirror" (verified by sha256) is the way for hosts without
+# internet access, in one of two forms:
+# - the manifest form, {"name": "tiny-r1", "source": "mirror"} without "file" and "sha256": the
+#   host reads the mirror manifest `llmkit mirror push` published at
+#   <models_mirror_url>/<"manifest">, "manifest" (a relative path) defaulting to
+#   "models/<slug of the served name>/manifest.json" ("tiny-r1:latest" -> models/tiny-r1-latest/),
+#   and downloads its one "gguf" file (and "modelfile", if listed) verified by the manifest's
+#   sha256 and size. Multi-part GGUFs ("gguf-part") are refused. "modelfile" may still add
+#   directives as text; "size" and a {"file", "sha256"} "modelfile" are refused here.
+# - the explicit form: "file" (its path under models_mirror_url), "sha256" (64 hex) and "size"
+#   (bytes), and optionally "modelfile" (directives as text, or {"file", "sha256"} on the mirror).
+# Either form may set "tag" (the served name) and "context_length" (PARAMETER num_ctx). AWS host
+# data gives {name, tag, quantization, context_length, concurrency, slug, hf_repo} per model.
+# Default: none.
 models: list[dict[str, object]] = []
 
-# Base URL of the internal model mirror for source "mirror" models (an http(s):// or file://
-# URL). None: no mirror (only "registry" models can be pulled).
+# URL of the internal model mirror for source "mirror" models, as the hosts reach it (an
+# http(s):// or file:// URL, or an absolute path of a mount). It is the mirror's base (the
+# directory that holds models/, where `llmkit mirror push --to-dir/--to-http` publish): the
+# manifest form's default path starts with models/. Explicit "file" entries and an explicit
+# "manifest" are relative to it whatever it is (the lab sets it to <url>/models/ with explicit
+# entries). None: no mirror (only "registry" models can be pulled).
 models_mirror_url = None
 
 # Remove models present on the host but not listed in `models` (True), or leave them (False).
