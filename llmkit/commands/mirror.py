@@ -1,4 +1,4 @@
-"""`llmkit mirror pull|push|ls|verify`: bring model files in once, verify them, publish them.
+"""`llmkit mirror pull|bundle|push|ls|verify`: bring model files in once, verify, publish them.
 
 The formats and the protocol are explained in :mod:`llmkit.mirror`. Exit codes: 0 ok, 1 a
 verification finding, 2 usage error (one line, no traceback).
@@ -15,7 +15,8 @@ from rich.table import Table
 
 from llmkit.commands import UserErrorGroup, make_console
 from llmkit.errors import EXIT_FINDINGS, EXIT_OK
-from llmkit.mirror import download, remote
+from llmkit.mirror import bundle as bundle_lib
+from llmkit.mirror import download, remote, wheels
 from llmkit.mirror import pull as pull_lib
 from llmkit.mirror import push as push_lib
 from llmkit.mirror.manifest import Finding, Manifest, MirrorError
@@ -53,6 +54,39 @@ def _s3_options(fn: Any) -> Any:
     return fn
 
 
+_DOWNLOAD_OPTIONS = [
+    click.option(
+        "--workers", type=click.IntRange(1, 64), default=download.DEFAULT_WORKERS, show_default=True
+    ),
+    click.option(
+        "--chunk-size",
+        type=click.IntRange(1 << 20),
+        default=download.DEFAULT_CHUNK,
+        show_default=True,
+        help="Bytes per ranged request.",
+    ),
+    click.option("--retries", type=click.IntRange(0), default=download.DEFAULT_RETRIES, show_default=True),
+    click.option("--progress/--no-progress", default=None, help="A progress bar (default: on a terminal)."),
+]
+
+
+def _download_options(fn: Any) -> Any:
+    for option in reversed(_DOWNLOAD_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _fetch_options(workers: int, chunk_size: int, retries: int, progress: bool | None) -> download.Options:
+    console = make_console()
+    return download.Options(
+        workers=workers,
+        chunk_size=chunk_size,
+        retries=retries,
+        progress=console.is_terminal if progress is None else progress,
+        console=console,
+    )
+
+
 @click.group(cls=UserErrorGroup)
 def mirror() -> None:
     """The model mirror: pull a model once, verify it, publish it to S3 or an on-prem mirror.
@@ -76,16 +110,7 @@ def mirror() -> None:
 )
 @click.option("--gguf", "ggufs", multiple=True, type=_FILE, help="A local GGUF file (repeatable).")
 @click.option("--modelfile", type=_FILE, help="A local Modelfile to go with --gguf.")
-@click.option("--workers", type=click.IntRange(1, 64), default=download.DEFAULT_WORKERS, show_default=True)
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(1 << 20),
-    default=download.DEFAULT_CHUNK,
-    show_default=True,
-    help="Bytes per ranged request.",
-)
-@click.option("--retries", type=click.IntRange(0), default=download.DEFAULT_RETRIES, show_default=True)
-@click.option("--progress/--no-progress", default=None, help="A progress bar (default: on a terminal).")
+@_download_options
 def pull(
     model: str,
     to: Path,
@@ -105,13 +130,7 @@ def pull(
     with backoff, and check every file's sha256; the manifest is written last.
     """
     console = make_console()
-    opts = download.Options(
-        workers=workers,
-        chunk_size=chunk_size,
-        retries=retries,
-        progress=console.is_terminal if progress is None else progress,
-        console=console,
-    )
+    opts = _fetch_options(workers, chunk_size, retries, progress)
     chosen = [
         n
         for n, given in (("--registry", registry), ("--url/--urls", urls or url_list), ("--gguf", ggufs))
@@ -132,6 +151,96 @@ def pull(
         f"pulled {m.name}: {len(m.files)} file(s), {_size(m.total_size)} into {to} "
         f"({_size(stats.fetched_bytes)} fetched, {_size(stats.resumed_bytes)} resumed, "
         f"{stats.skipped_files} already there, {stats.retries} retries); manifest {to / 'manifest.json'}"
+    )
+
+
+@mirror.command()
+@click.option("--to", "to", type=_DIR, required=True, help="The bundle directory (new, empty, or a bundle).")
+@click.option(
+    "--python",
+    "pythons",
+    multiple=True,
+    default=wheels.DEFAULT_PYTHONS,
+    show_default=True,
+    help="The hosts' CPython X.Y (repeatable): wheels for each.",
+)
+@click.option(
+    "--arch",
+    "arches",
+    multiple=True,
+    type=click.Choice(sorted(wheels.MACHINES)),
+    default=("amd64",),
+    show_default=True,
+    help="The hosts' CPU architecture (repeatable): releases and wheels for each.",
+)
+@click.option("--glibc", default=wheels.DEFAULT_GLIBC, show_default=True, help="The hosts' oldest glibc.")
+@click.option(
+    "--index-url",
+    envvar="PIP_INDEX_URL",
+    default=wheels.DEFAULT_INDEX,
+    show_default=True,
+    help="A simple repository (PyPI, devpi, Artifactory, Nexus) to take the wheels from.",
+)
+@click.option("--find-links", type=_DIR, help="A directory of wheel files to take them from instead.")
+@click.option(
+    "--artifacts-from",
+    metavar="URL|DIR",
+    help="A mirror laid out <name>/v<version>/<file> (default: the official release URLs).",
+)
+@click.option(
+    "--artifact-sha256",
+    "artifact_sha256",
+    multiple=True,
+    metavar="NAME[:ARCH]=SHA256",
+    help="The checksum of a mirror's own build, instead of the pinned one (repeatable).",
+)
+@click.option(
+    "--requirements",
+    type=_FILE,
+    default=bundle_lib.HOST_REQUIREMENTS,
+    show_default=True,
+    help="The hosts' hash-locked requirements.",
+)
+@_download_options
+def bundle(
+    to: Path,
+    pythons: tuple[str, ...],
+    arches: tuple[str, ...],
+    glibc: str,
+    index_url: str,
+    find_links: Path | None,
+    artifacts_from: str | None,
+    artifact_sha256: tuple[str, ...],
+    requirements: Path,
+    workers: int,
+    chunk_size: int,
+    retries: int,
+    progress: bool | None,
+) -> None:
+    """The host bootstrap bundle in --to DIR, for hosts with no internet.
+
+    The pinned releases (Ollama, the exporters) checked against their pinned sha256, the wheels
+    pyinfra and the playbooks need for the hosts' Python (checked against the lock's hashes,
+    exactly one pip wheel), the playbooks and the llmkit package they import, requirements.txt,
+    and manifest.json, written last. Publish it with `llmkit mirror push DIR` (to bootstrap/).
+    """
+    options = bundle_lib.BundleOptions(
+        pythons=pythons,
+        arches=arches,
+        glibc=glibc,
+        index_url=index_url,
+        find_links=find_links,
+        artifacts_from=artifacts_from,
+        artifact_sha256=bundle_lib.parse_sha256_overrides(artifact_sha256),
+        requirements=requirements,
+    )
+    result = bundle_lib.build_bundle(to, options, _fetch_options(workers, chunk_size, retries, progress))
+    m, stats = result.manifest, result.stats
+    make_console().print(
+        f"bundle {m.name}: {len(m.files)} file(s), {_size(m.total_size)} in {to}: {result.wheels} wheel(s) "
+        f"for {', '.join(m.source['targets'])}, {result.artifacts} release(s), the playbooks "
+        f"({_size(stats.fetched_bytes)} fetched, {stats.skipped_files} already there, "
+        f"{len(result.removed)} stale removed); manifest {to / 'manifest.json'}"
     )
 
 

@@ -4,5 +4,7 @@
 - :mod:`llmkit.mirror.download`: parallel ranged downloads that resume, retry and verify
 - :mod:`llmkit.mirror.sources`: the Ollama registry protocol, URL lists, local files
 - :mod:`llmkit.mirror.pull` / :mod:`llmkit.mirror.push`: the two halves of ``llmkit mirror``
+- :mod:`llmkit.mirror.bundle` / :mod:`llmkit.mirror.wheels`: the host bootstrap bundle (releases,
+  the hosts' wheels from a hash-locked requirements file, the playbooks)
 - :mod:`llmkit.mirror.layout`: where things live in the model store (``models/<slug>/``, ``bootstrap/``)
 """

@@ -9,7 +9,7 @@ Targets:
   when the manifest already published under the prefix lists it with the same sha256 and size
   and the listing shows the object at that size: publishers read the published manifests and no
   other object (the model store's bucket policy), so no HeadObject. Objects a push left without
-  its manifest (an interruption) are uploaded again; large ones resume their multipart upload. Files of at least ``part_size`` go up as
+  its manifest (an interruption) are uploaded again. Files of at least ``part_size`` go up as
   multipart uploads, parts in parallel. An interrupted multipart upload of the same key is
   resumed: each part already uploaded is kept when its checksum (``ChecksumSHA256``, or an MD5
   ETag) equals the local part's, and re-sent otherwise; other uploads of that key are aborted.

@@ -22,6 +22,7 @@ class FileServer:
       connection, ``cut_times`` times (then the file is served whole).
     - ``corrupt``: name -> byte offset whose value is flipped in every response.
     - ``ranges``: False ignores Range (plain 200).
+    - ``content_types``: name -> the Content-Type header it is served with (default: none).
     - PUT stores the body (``--to-http``).
     """
 
@@ -31,6 +32,7 @@ class FileServer:
     cut_times: int = 1
     corrupt: dict[str, int] = field(default_factory=dict)
     ranges: bool = True
+    content_types: dict[str, str] = field(default_factory=dict)
     body_bytes: int = 0
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -39,6 +41,7 @@ class FileServer:
         self.files.clear()
         self.cut_at.clear()
         self.corrupt.clear()
+        self.content_types.clear()
         self.cut_times, self.ranges, self.body_bytes = 1, True, 0
         self.requests.clear()
 
@@ -89,6 +92,8 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             self.send_header("Accept-Ranges", "bytes" if state.ranges else "none")
+            if name in state.content_types:
+                self.send_header("Content-Type", state.content_types[name])
             self.send_header("Content-Length", str(end - start))
             self.end_headers()
             if head:

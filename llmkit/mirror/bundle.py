@@ -1,0 +1,311 @@
+"""``llmkit mirror bundle``: the host bootstrap bundle, for hosts with no internet.
+
+What the bundle holds (the contract of ``components/fleet.py`` and its user data, which any
+host without internet can follow too)::
+
+    manifest.json                 kind "bundle": every file below with size, sha256 and role
+    requirements.txt              playbooks/files/host-requirements.txt (pins with hashes)
+    wheels/*.whl                  one wheel per pin and target interpreter, exactly one pip-*.whl
+    playbooks/...                 the deploys (site.py, deploys/, group_data/, templates/, ...)
+    llmkit/...                    the shared package the playbooks import (errors, versions, ...)
+    <name>/v<version>/<file>      each pinned release of llmkit/data/artifacts.yaml (Ollama, the
+                                  exporters) per architecture: the layout ollama_mirror_url and
+                                  exporters_mirror_url read, so file:///opt/llmkit/bootstrap works
+
+Every release is checked against the sha256 pinned in ``artifacts.yaml`` (or one given with
+``--artifact-sha256 NAME[:ARCH]=HEX`` for a mirror's own build, recorded as such in the
+manifest); every wheel against the lock's hashes. Downloads go through
+:func:`llmkit.mirror.download.fetch_all` (parallel, resumable, retried, verified), so a re-run
+after an interruption fetches only what is missing.
+
+The directory is the bundle only: a non-empty ``--to`` without a bundle manifest is refused;
+a re-run removes the manifest first, writes it last, and deletes files the new bundle no
+longer lists (the hosts refuse unlisted files).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import llmkit
+from llmkit.artifacts import Artifact, load_artifacts
+from llmkit.errors import ConfigError
+from llmkit.mirror import wheels
+from llmkit.mirror.download import Blob, Options, Stats, fetch_all, preflight
+from llmkit.mirror.manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    MirrorError,
+    is_sha256,
+    local_files,
+    sha256_file,
+)
+
+BUNDLE_MODEL = "llmkit-bootstrap"
+REPO_ROOT = Path(llmkit.__file__).resolve().parent.parent
+HOST_REQUIREMENTS = REPO_ROOT / "playbooks" / "files" / "host-requirements.txt"
+# The source trees the hosts run, relative to the repository root.
+SOURCE_TREES = ("playbooks", "llmkit")
+_SKIP_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+# Marks a directory as a bundle being made (an interrupted run has no manifest yet); removed
+# when the manifest is written, so a finished bundle holds only listed files.
+STAGING_MARK = ".llmkit-bundle"
+
+
+@dataclass
+class BundleOptions:
+    pythons: Sequence[str] = wheels.DEFAULT_PYTHONS
+    arches: Sequence[str] = ("amd64",)
+    glibc: str = wheels.DEFAULT_GLIBC
+    index_url: str = wheels.DEFAULT_INDEX
+    find_links: Path | None = None
+    artifacts_from: str | None = None
+    artifact_sha256: Mapping[str, str] = field(default_factory=dict)  # "name" or "name:arch" -> hex
+    requirements: Path = HOST_REQUIREMENTS
+    source_root: Path = REPO_ROOT
+
+
+@dataclass
+class BundleResult:
+    manifest: Manifest
+    stats: Stats
+    wheels: int
+    artifacts: int
+    removed: list[str]
+
+
+def parse_sha256_overrides(values: Sequence[str]) -> dict[str, str]:
+    """``NAME[:ARCH]=HEX`` options -> {"name" or "name:arch": hex}; a MirrorError names a bad one."""
+    known = load_artifacts()
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, digest = value.partition("=")
+        name, _, arch = key.partition(":")
+        digest = digest.strip().lower()
+        if not sep or name not in known or (arch and arch not in wheels.MACHINES) or not is_sha256(digest):
+            raise MirrorError(
+                f"--artifact-sha256 {value!r}: expected NAME[:ARCH]=<64 hex> with NAME one of "
+                f"{', '.join(known)} and ARCH one of {', '.join(wheels.MACHINES)}"
+            )
+        out[key] = digest
+    return out
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    artifact: Artifact
+    arch: str
+    path: str  # <name>/v<version>/<file>
+    source: str  # URL or local path
+    sha256: str
+    checksum: str  # "pinned" | "given"
+
+
+def artifact_files(options: BundleOptions) -> list[ArtifactFile]:
+    out: list[ArtifactFile] = []
+    unknown = [k for k in options.artifact_sha256 if k.partition(":")[0] not in load_artifacts()]
+    if unknown:
+        raise MirrorError(f"--artifact-sha256: unknown artefact {', '.join(unknown)}")
+    for art in load_artifacts().values():
+        for arch in options.arches:
+            try:
+                file = art.file(arch)
+                pinned = art.sha256(arch)
+            except ConfigError as exc:
+                raise MirrorError(f"{art.name} for --arch {arch}: {exc}") from None
+            given = options.artifact_sha256.get(f"{art.name}:{arch}") or options.artifact_sha256.get(art.name)
+            digest = given or pinned
+            if digest is None:
+                raise MirrorError(
+                    f"{art.name} {art.version} for {arch}: no published sha256 is pinned in "
+                    f"llmkit/data/artifacts.yaml; give --artifact-sha256 {art.name}:{arch}=<hex> "
+                    "from the release's own checksum file"
+                )
+            path = f"{art.name}/v{art.version}/{file}"
+            source = art.mirror_url(options.artifacts_from, arch) if options.artifacts_from else art.url(arch)
+            out.append(ArtifactFile(art, arch, path, source, digest, "given" if given else "pinned"))
+    return out
+
+
+def _local_source(source: str) -> Path | None:
+    """A file:// URL or a plain path -> the local path; None for http(s)."""
+    if source.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(source).path))
+    if re.match(r"^https?://", source):
+        return None
+    return Path(source)
+
+
+def source_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(bundle path, file) of the playbooks and the llmkit package, caches and bytecode left out."""
+    if not (root / "playbooks" / "site.py").is_file():
+        raise MirrorError(
+            f"{root}: no playbooks/site.py beside the llmkit package; run llmkit mirror bundle from a "
+            "checkout of the kit"
+        )
+    for tree in SOURCE_TREES:
+        for dirpath, dirnames, filenames in os.walk(root / tree):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+            for name in sorted(filenames):
+                if name.endswith(_SKIP_SUFFIXES) or name.startswith("."):
+                    continue
+                full = Path(dirpath) / name
+                if full.is_symlink() or not full.is_file():
+                    continue
+                yield full.relative_to(root).as_posix(), full
+
+
+def _check_target_dir(directory: Path) -> None:
+    """``--to`` must be new, empty, a bundle, or a bundle whose last run was interrupted."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise MirrorError(f"--to {directory}: not a directory")
+    if (directory / MANIFEST_NAME).is_file():
+        if Manifest.read(directory).kind != "bundle":
+            raise MirrorError(f"--to {directory}: holds a model, not a bundle; give another directory")
+        return
+    if (directory / STAGING_MARK).is_file() or not any(directory.iterdir()):
+        return
+    raise MirrorError(
+        f"--to {directory}: not empty and not a bundle; refusing to write into it (give an empty or new "
+        "directory)"
+    )
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_file() and dest.stat().st_size == src.stat().st_size and sha256_file(dest) == sha256_file(src):
+        return
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _copy_verified(src: Path, dest: Path, sha256: str, label: str) -> int:
+    if not src.is_file():
+        raise MirrorError(f"{label}: no such file {src}")
+    digest = sha256_file(src)
+    if digest != sha256:
+        raise MirrorError(f"{label}: {src} has sha256 {digest}, not the expected {sha256}; not bundled")
+    _copy(src, dest)
+    return dest.stat().st_size
+
+
+def _version() -> str:
+    try:
+        return metadata.version("llmkit")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_bundle(directory: Path, options: BundleOptions, opts: Options | None = None) -> BundleResult:
+    """Make (or bring up to date) the bundle in ``directory``; its manifest is written last."""
+    opts = opts or Options()
+    # 1. everything that can be wrong is found before any byte moves
+    _check_target_dir(directory)
+    pins = wheels.read_requirements(options.requirements)
+    if not any(p.name == "pip" for p in pins):
+        raise MirrorError(
+            f"{options.requirements}: pin pip (the hosts install the rest with the bundled pip)"
+        )
+    wanted = wheels.targets(options.pythons, options.arches, options.glibc)
+    arts = artifact_files(options)
+    sources = list(source_files(options.source_root))
+    if options.find_links is not None:
+        by_project = wheels.directory_files(options.find_links)
+        files_of: dict[str, Any] = {p.name: by_project.get(p.name, []) for p in pins}
+        where = f"--find-links {options.find_links}"
+    else:
+        files_of = {p.name: wheels.index_files(options.index_url, p.name) for p in pins}
+        where = f"--index-url {options.index_url}"
+    selected = wheels.select(pins, wanted, files_of, where)
+    pip_wheels = {s.file.filename for s in selected if s.pin.name == "pip"}
+    if len(pip_wheels) != 1:
+        raise MirrorError(
+            f"{where}: the bundle needs exactly one pip wheel, found {sorted(pip_wheels) or 'none'}"
+        )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / STAGING_MARK).touch()
+    (directory / MANIFEST_NAME).unlink(missing_ok=True)
+    entries: list[FileEntry] = []
+    # 2. the sources and the lock (small, local)
+    for rel, src in sources:
+        _copy(src, directory / rel)
+        entries.append(
+            FileEntry(rel, sha256_file(directory / rel), (directory / rel).stat().st_size, "source")
+        )
+    _copy(options.requirements, directory / "requirements.txt")
+    req = directory / "requirements.txt"
+    entries.append(FileEntry("requirements.txt", sha256_file(req), req.stat().st_size, "requirements"))
+    # 3. releases and wheels: local ones copied with a digest check, remote ones fetched
+    blobs: list[Blob] = []
+    local: list[tuple[Path, Blob]] = []
+    for blob in [s.blob() for s in selected] + [
+        Blob(url=a.source, path=a.path, sha256=a.sha256, role="artifact") for a in arts
+    ]:
+        path = _local_source(blob.url)
+        if path is None:
+            blobs.append(blob)
+        else:
+            local.append((path, blob))
+    preflight(directory, sum(p.stat().st_size for p, _ in local if p.is_file()))
+    for src, blob in local:
+        assert blob.sha256 is not None
+        size = _copy_verified(src, directory / blob.path, blob.sha256, blob.path)
+        entries.append(FileEntry(blob.path, blob.sha256, size, blob.role))
+    fetched, stats = fetch_all(blobs, directory, opts)
+    entries.extend(fetched)
+    # 4. what an earlier bundle left and this one does not list
+    listed = {e.path for e in entries}
+    removed = []
+    for rel in sorted(local_files(directory)):
+        if rel not in (MANIFEST_NAME, STAGING_MARK) and rel not in listed:
+            (directory / rel).unlink()
+            removed.append(rel)
+    _prune_empty_dirs(directory)
+    source = {
+        "type": "bundle",
+        "llmkit": _version(),
+        "requirements": "requirements.txt",
+        "targets": [t.label for t in wanted],
+        "wheels_from": str(options.find_links) if options.find_links else options.index_url,
+        "artifacts": [
+            {
+                "name": a.artifact.name,
+                "version": a.artifact.version,
+                "arch": a.arch,
+                "path": a.path,
+                "sha256": a.sha256,
+                "checksum": a.checksum,
+                "from": a.source,
+            }
+            for a in arts
+        ],
+    }
+    entries.sort(key=lambda e: e.path)
+    manifest = Manifest("bundle", BUNDLE_MODEL, _version(), source, entries)
+    manifest.write(directory)
+    (directory / STAGING_MARK).unlink(missing_ok=True)  # the manifest marks it from now on
+    return BundleResult(manifest, stats, len(selected), len(arts), removed)
+
+
+def _prune_empty_dirs(directory: Path) -> None:
+    for dirpath, _dirs, _files in sorted(os.walk(directory), key=lambda t: -len(t[0])):
+        path = Path(dirpath)
+        if path != directory and not any(path.iterdir()):
+            path.rmdir()
