@@ -52,7 +52,11 @@ Decisions, for reviewers:
   ``model_<slug>`` (``/etc/llmkit/inventory.py`` loads ``/etc/llmkit/host-data.json``), the same
   group and data :meth:`GpuFleet.inventory` returns for other inventories: runtime, model port,
   models with tag/quantization/context/concurrency, tensor parallelism (per instance type: the
-  fallback types may have other GPU counts), the mirror location, log groups, metric names.
+  fallback types may have other GPU counts), log groups, metric names, and where the deploys
+  fetch from: the model as ``source: mirror`` from ``models_mirror_url`` ``s3://<store>/``,
+  verified against ``models/<slug>/manifest.json`` (the AWS CLI with the instance role, through
+  the gateway endpoint), the Ollama and exporter releases from the bundle the user data keeps
+  (``ollama_mirror_url`` / ``exporters_mirror_url`` ``file:///opt/llmkit/bootstrap``).
 - **Instance role, one per model** (least privilege): ``s3:GetObject`` on ``models/<slug>/*`` and
   ``bootstrap/*`` of the model store only, ``s3:ListBucket`` only for those prefixes
   (``s3:prefix``), ``kms:Decrypt`` on the data key only through S3 (``kms:ViaService``) and only
@@ -113,6 +117,7 @@ from components.edge import DEREGISTRATION_DELAY_SECONDS, IDLE_TIMEOUT_SECONDS, 
 from components.model_store import BOOTSTRAP_PREFIX, MODELS_PREFIX
 from llmkit.catalog import load_catalog
 from llmkit.config import DLAMI_SSM_PARAMETER
+from llmkit.mirror.manifest import MANIFEST_NAME
 from llmkit.sizing import GIB
 from llmkit.store_layout import model_slug
 
@@ -123,6 +128,8 @@ if TYPE_CHECKING:
 HTTPS_PORT = 443
 # The sized instance type plus at most this many fallbacks from the sizing's fitting choices.
 MAX_FALLBACKS = 4
+# Where the user data keeps the verified bootstrap bundle (BUNDLE_DIR in the template).
+HOST_BUNDLE_DIR = "/opt/llmkit/bootstrap"
 ROOT_DEVICE = "/dev/sda1"  # the root device of Ubuntu AMIs (the Deep Learning Base AMI included)
 MODEL_CACHE_DEVICE = "/dev/sdf"
 MODEL_CACHE_IOPS = 4000
@@ -270,9 +277,18 @@ def host_data(
         # the host's TLS terminator makes its own; the security groups are the access control.
         "model_tls_mode": "self-signed-behind-alb",
         "health_path": health_check_path(runtime),
+        # From the model store, verified against the mirror manifest `llmkit mirror push`
+        # published there (the models deploy reads it with the AWS CLI and the instance role).
+        "models_mirror_url": f"s3://{bucket}/",
+        # The releases the bootstrap bundle carries (llmkit mirror bundle), where the user data
+        # keeps it.
+        "ollama_mirror_url": f"file://{HOST_BUNDLE_DIR}",
+        "exporters_mirror_url": f"file://{HOST_BUNDLE_DIR}",
         "models": [
             {
                 "name": model.name,
+                "source": "mirror",
+                "manifest": f"{MODELS_PREFIX}{slug}/{MANIFEST_NAME}",
                 "slug": slug,
                 "tag": model.ollama_tag if runtime == "ollama" else model.hf_repo,
                 "hf_repo": model.hf_repo,

@@ -28,6 +28,7 @@ from components import metrics
 from components.edge import TLS_POLICY
 from components.fleet import (
     GROUP_METRICS,
+    HOST_BUNDLE_DIR,
     HOST_DATA_SCHEMA,
     LIFECYCLE_HOOK,
     MAX_FALLBACKS,
@@ -758,6 +759,8 @@ def test_embedded_host_data_is_the_inventory_data(prod: Recorded, placement: Pla
     assert embedded["models"] == [
         {
             "name": placement.spec.name,
+            "source": "mirror",
+            "manifest": f"models/{slug}/manifest.json",
             "slug": slug,
             "tag": model.ollama_tag,
             "hf_repo": model.hf_repo,
@@ -772,6 +775,8 @@ def test_embedded_host_data_is_the_inventory_data(prod: Recorded, placement: Pla
     choices = {c.instance_type: c.tensor_parallel for c in placement.sizing.choices}
     assert all(tp == choices[t] for t, tp in embedded["tensor_parallel_by_instance_type"].items())
     assert embedded["mirror"] == f"s3://{BUCKET}/models/{slug}/"
+    assert embedded["models_mirror_url"] == f"s3://{BUCKET}/"
+    assert embedded["ollama_mirror_url"] == embedded["exporters_mirror_url"] == "file:///opt/llmkit/bootstrap"
     assert embedded["bootstrap"] == f"s3://{BUCKET}/bootstrap/"
     assert embedded["log_groups"] == {"model-server": "/llmkit/prod/model-server"}
     assert embedded["metrics"]["namespace"] == metrics.NAMESPACE
@@ -1084,3 +1089,27 @@ def test_a_failed_continue_on_first_boot_is_a_failure(host: Host) -> None:
     result = host.run_with_this_pyinfra(FAKE_COMPLETE_STATUS="1")
     assert result.returncode != 0
     assert host.lifecycle_results() == ["CONTINUE", "ABANDON"]
+
+
+@pytest.mark.parametrize("placement", PROD_PLACEMENTS, ids=lambda p: p.spec.name)
+def test_the_deploys_accept_the_host_data_and_read_the_bundle_and_store_where_they_are(
+    prod: Recorded, placement: Placement
+) -> None:
+    """The embedded host data passes the deploys' own validation and points them at the bundle
+    the user data keeps (BUNDLE_DIR) and at the model store's published manifest."""
+    from playbooks.deploys.models import model_specs
+    from playbooks.deploys.ollama import ollama_settings
+
+    slug = model_slug(placement.spec.name)
+    script = user_data(prod, slug)
+    embedded = json.loads(script.split("<<'HOST_DATA'\n", 1)[1].split("\nHOST_DATA\n", 1)[0])
+    (spec,) = model_specs(embedded)
+    assert (spec.source, spec.served, spec.manifest) == (
+        "mirror",
+        load_catalog().model(placement.spec.name).ollama_tag,
+        f"models/{slug}/manifest.json",
+    )
+    assert ollama_settings(embedded).mirror_url == "file:///opt/llmkit/bootstrap"
+    assert "readonly OPT_DIR=$ROOT/opt/llmkit\n" in script
+    assert "readonly BUNDLE_DIR=$OPT_DIR/bootstrap\n" in script
+    assert HOST_BUNDLE_DIR == "/opt/llmkit/bootstrap"

@@ -7,7 +7,8 @@ else ``name``; ``ollama list`` reports it with ``:latest`` added when it has no 
 - ``source: registry`` (the default): ``ollama pull <served name>`` only when ``ollama list``
   does not already show it (Ollama verifies every layer's digest as it pulls).
 - ``source: mirror`` takes one of two forms; ``models_mirror_url`` (an ``http(s)://`` or
-  ``file://`` URL or an absolute path, as the *host* reaches it) is required for both.
+  ``file://`` URL or an absolute path, as the *host* reaches it, or ``s3://<model store>/`` on
+  the AWS model hosts: the AWS CLI with the instance role) is required for both.
 
   - The manifest form (neither ``file`` nor ``sha256``): the deploys verify against the mirror
     manifest that ``llmkit mirror push`` published. It is read *on the host* (fact
@@ -141,13 +142,12 @@ def model_specs(data: Mapping[str, Any] | Any) -> list[ModelSpec]:
         if source != "mirror":
             raise ConfigError(f"models[{i}].source", source, "registry, mirror", "unknown model source")
         mirror_url = data.get("models_mirror_url")
-        if mirror_url and not re.match(r"^((https?|file)://\S+|/\S*)$", str(mirror_url)):
+        if mirror_url and not re.match(r"^((https?|file|s3)://\S+|/\S*)$", str(mirror_url)):
             raise ConfigError(
                 "models_mirror_url",
                 mirror_url,
-                "an http(s):// or file:// URL or an absolute path on the host",
-                "the verified download fetches with curl (s3:// is not supported: serve the bucket "
-                "over HTTPS, e.g. a presigned or VPC-endpoint URL, or mount it)",
+                "an http(s)://, file:// or s3://bucket/ URL or an absolute path on the host",
+                "the host fetches from it with curl (or the AWS CLI for s3://)",
             )
         if not mirror_url:
             raise ConfigError(

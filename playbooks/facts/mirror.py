@@ -3,7 +3,8 @@
 The host fetches the manifest from its own network, exactly as the verified download fetches the
 files it lists (a controller may reach a different mirror, or none). ``http(s)://`` URLs go
 through ``curl -fsSL`` with a connect and a total timeout and a size cap; ``file://`` URLs and
-absolute paths (a mounted mirror) are read with ``cat``. The command exits 0 either way and says
+absolute paths (a mounted mirror) are read with ``cat``; ``s3://`` URLs (the AWS model hosts'
+model store) with ``aws s3 cp ... -``. The command exits 0 either way and says
 which it was with a first marker line, so a missing or unreachable manifest is reported as
 ``None``, not as a failed fact; the parsing lives in :func:`parse_fetched`, which the tests call on
 captured output. The text is returned as is: the deploy parses it
@@ -49,6 +50,12 @@ def fetch_command(url: str) -> str:
     if path is not None:
         p = shlex.quote(path)
         fetch = f'[ -f {p} ] && [ -r {p} ] && [ "$(wc -c < {p})" -le {MAX_BYTES} ] && out=$(cat {p})'
+    elif url.startswith("s3://"):
+        # the AWS model hosts: the instance role, through the S3 gateway endpoint
+        fetch = (
+            f't=$(mktemp) && {{ aws s3 cp --only-show-errors {shlex.quote(url)} "$t" && '
+            f'[ "$(wc -c < "$t")" -le {MAX_BYTES} ] && out=$(cat "$t"); r=$?; rm -f "$t"; [ "$r" -eq 0 ]; }}'
+        )
     else:
         fetch = (
             f"out=$(curl -fsSL --connect-timeout {CONNECT_TIMEOUT_S} --max-time {MAX_TIME_S} "

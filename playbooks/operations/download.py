@@ -21,13 +21,19 @@ Order of events on the host, decided from facts before any byte moves:
    rename), so ``dest`` is either the old file or the complete, verified new one.
 
 ``src`` may be ``http(s)://``, ``file://`` or a local absolute path on the host (a mounted
-mirror), which is turned into a ``file://`` URL.
+mirror), which is turned into a ``file://`` URL, or ``s3://bucket/key``: the AWS model hosts
+read the model store through the VPC's S3 gateway endpoint with the instance role. An ``s3://``
+source is fetched by ``aws s3 cp`` (the AWS CLI of the host; its region and retry mode from the
+environment, which the fleet's user data sets) into the same part file, with the same attempts,
+backoff, sha256 check and rename; ``aws s3 cp`` cannot resume, so each attempt starts the part
+over (it downloads large objects in parallel ranged parts itself).
 """
 
 from __future__ import annotations
 
 import math
 import posixpath
+import re
 import shlex
 from urllib.parse import quote
 
@@ -61,9 +67,18 @@ def source_url(src: str) -> str:
         return "file://" + quote(src)
     if src.split("://", 1)[0] in ("http", "https", "file") and "://" in src:
         return src
+    if re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+$", src):
+        return src
     raise OperationValueError(
-        f"download source must be an http(s):// or file:// URL or an absolute path: {src!r}"
+        f"download source must be an http(s)://, file:// or s3://bucket/key URL or an absolute path: {src!r}"
     )
+
+
+def fetch_command(url: str) -> str:
+    """The command that writes ``$url`` to ``$part``: curl (resuming), or the AWS CLI for s3://."""
+    if url.startswith("s3://"):
+        return 'rm -f "$part"; aws s3 cp --only-show-errors "$url" "$part"'
+    return f'curl {CURL_FLAGS} --output "$part" "$url"'
 
 
 def disk_need(size: int) -> int:
@@ -91,17 +106,18 @@ def download_script(src: str, dest: str, sha256: str) -> str:
     q_url, q_dest, q_part = shlex.quote(url), shlex.quote(dest), shlex.quote(dest + ".part")
     q_dir = shlex.quote(posixpath.dirname(dest) or ".")
     unresumable = " ".join(str(c) for c in UNRESUMABLE)
+    tool = "aws" if url.startswith("s3://") else "curl"
     return (
         "set -u; "
         f"mkdir -p {q_dir} || exit 1; "
         f"url={q_url}; dest={q_dest}; part={q_part}; expected={sha256}; "
         f"attempt=1; wait={FIRST_BACKOFF_S}; "
         "while :; do "
-        f'rc=0; curl {CURL_FLAGS} --output "$part" "$url" || rc=$?; '
+        f"rc=0; {fetch_command(url)} || rc=$?; "
         '[ "$rc" -eq 0 ] && break; '
         f'case " {unresumable} " in *" $rc "*) rm -f "$part";; esac; '
         f'if [ "$attempt" -ge {ATTEMPTS} ]; then '
-        'echo "llmkit: download of $url to $dest failed (curl exit $rc after $attempt attempts);'
+        f'echo "llmkit: download of $url to $dest failed ({tool} exit $rc after $attempt attempts);'
         ' the partial file $part is kept for the next run to resume" >&2; exit 1; fi; '
         'sleep "$wait"; wait=$((wait * 2)); attempt=$((attempt + 1)); '
         "done; "

@@ -639,7 +639,7 @@ def test_prune_is_skipped_when_the_server_did_not_answer() -> None:
         ({"name": "x; rm -rf /"}, {}, r"models\[0\]\.name"),
         (
             {"name": "x", "source": "mirror", "file": "a.gguf", "sha256": GGUF_SHA, "size": 1},
-            {"models_mirror_url": "s3://bucket/models"},
+            {"models_mirror_url": "ftp://mirror/models"},
             "models_mirror_url",
         ),
         (
