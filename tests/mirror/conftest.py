@@ -105,13 +105,15 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
                     state.cut_times -= 1
                     stop = cut
             body = data[start:stop]
+            # counted before it is sent: the client may have read it all and moved on (a test
+            # asserting the count) before this thread would count it afterwards
+            with state.lock:
+                state.body_bytes += len(body)
             try:
                 self.wfile.write(body)
                 self.wfile.flush()
             except OSError:
                 return
-            with state.lock:
-                state.body_bytes += len(body)
             if stop != end:
                 self.close_connection = True
                 self.connection.shutdown(2)
