@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -846,11 +847,21 @@ case "$1 $2" in
 "s3 cp")
   if [[ -n "${FAKE_S3_FAIL:-}" ]]; then echo "AccessDenied" >&2; exit 1; fi
   dest="${*: -1}"
-  cp -R "$FAKE_BUNDLE/." "$dest/"
+  # FAKE_BUNDLE_DURING_PUSH: what the first fetch sees while a push is half done
+  if [[ -n "${FAKE_BUNDLE_DURING_PUSH:-}" && ! -e "$STUB_LOG.pushed" ]]; then
+    touch "$STUB_LOG.pushed"
+    cp -R "$FAKE_BUNDLE_DURING_PUSH/." "$dest/"
+  else
+    cp -R "$FAKE_BUNDLE/." "$dest/"
+  fi
   ;;
 "autoscaling complete-lifecycle-action") exit "${FAKE_COMPLETE_STATUS:-0}" ;;
 *) exit 64 ;;
 esac
+"""
+# The retry waits of the bundle fetch (30 s and up) are logged, not slept.
+SLEEP_STUB = r"""#!/bin/bash
+echo "sleep $*" >>"$STUB_LOG"
 """
 CURL_STUB = r"""#!/bin/bash
 echo "curl $*" >>"$STUB_LOG"
@@ -914,7 +925,7 @@ class Host:
         self.log.touch()
         stubs = tmp / "stubs"
         stubs.mkdir()
-        for name, text in (("aws", AWS_STUB), ("curl", CURL_STUB)):
+        for name, text in (("aws", AWS_STUB), ("curl", CURL_STUB), ("sleep", SLEEP_STUB)):
             (stubs / name).write_text(text, encoding="utf-8")
             (stubs / name).chmod(0o755)
         self.script = tmp / "user-data.sh"
@@ -1062,6 +1073,30 @@ def test_a_bundle_that_does_not_match_its_manifest_abandons_the_launch(host: Hos
     assert "manifest.json" in result.stderr
     assert not (host.root / "deploy-saw.json").exists()
     assert not (host.root / "opt/llmkit/bootstrap").exists()
+
+
+def test_a_launch_during_a_push_fetches_the_bundle_again(host: Host, tmp_path: Path) -> None:
+    """New files beside the old manifest (a push half done): refused, fetched again, installed."""
+    during = tmp_path / "during-push"
+    shutil.copytree(host.bundle, during)
+    (during / "wheels" / "pyinfra-3.11.0-py3-none-any.whl").write_text("the next bundle's\n")
+    result = host.run_with_this_pyinfra(FAKE_BUNDLE_DURING_PUSH=str(during))
+    assert result.returncode == 0, result.stderr
+    assert "manifest.json does not list: wheels/pyinfra-3.11.0-py3-none-any.whl" in result.stderr
+    assert "attempt 1 of 4" in result.stderr
+    assert len(host.calls("aws s3 cp")) == 2
+    assert host.calls("sleep 30") == ["sleep 30"]
+    assert not (host.root / "opt/llmkit/bootstrap/wheels/pyinfra-3.11.0-py3-none-any.whl").exists()
+    assert host.lifecycle_results() == ["CONTINUE"]
+
+
+def test_a_bundle_that_never_verifies_is_fetched_four_times_then_abandoned(host: Host) -> None:
+    (host.bundle / "playbooks" / "site.py").write_text("tampered\n")
+    result = host.run_with_this_pyinfra()
+    _assert_abandoned(host, result)
+    assert len(host.calls("aws s3 cp")) == 4
+    assert host.calls("sleep") == ["sleep 30", "sleep 60", "sleep 90"]
+    assert "did not verify after 4 attempts" in result.stderr
 
 
 def test_a_pinned_manifest_must_match(tmp_path: Path) -> None:

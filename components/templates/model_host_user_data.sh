@@ -7,7 +7,9 @@
 # What this script does, and nothing more (the host steps themselves - driver check, runtime,
 # model, TLS terminator, exporters - are the pyinfra deploys in playbooks/, written once):
 #   1. fetch the bootstrap bundle from s3://<model store>/bootstrap/ through the S3 gateway endpoint
-#   2. check every file against the bundle's manifest.json (sha256 and size; nothing unlisted)
+#   2. check every file against the bundle's manifest.json (sha256 and size; nothing unlisted);
+#      a bundle that does not check out is fetched again (4 attempts, 30/60/90 s apart: a push
+#      may have been in progress), then the launch is abandoned
 #   3. create a virtualenv from the bundled wheels (pip install --no-index)
 #   4. write this host's data and a one-group pyinfra inventory to /etc/llmkit
 #   5. run the host deploy: pyinfra <inventory> site.py, from the bundle's playbooks/
@@ -46,6 +48,7 @@ readonly BUNDLE_DIR=$OPT_DIR/bootstrap
 readonly VENV=$OPT_DIR/venv
 readonly PER_BOOT_SCRIPT=$ROOT/var/lib/cloud/scripts/per-boot/llmkit-model-host.sh
 readonly IMDS=http://169.254.169.254/latest
+readonly BUNDLE_ATTEMPTS=4 BUNDLE_RETRY_SECONDS=30
 
 export AWS_DEFAULT_REGION=$REGION AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=5
 : "${HOME:=/root}"
@@ -80,14 +83,33 @@ on_exit() {
 }
 
 fetch_bundle() {
+  # A host that launches while `llmkit mirror push` replaces the bundle sees new files beside the
+  # old manifest (or changed files) and refuses them; the push ends with the manifest and the
+  # removal of what it no longer lists, so a later attempt finds a whole bundle.
+  local attempt
+  for ((attempt = 1; attempt <= BUNDLE_ATTEMPTS; attempt++)); do
+    if fetch_bundle_once; then
+      return 0
+    fi
+    if ((attempt < BUNDLE_ATTEMPTS)); then
+      log "the bootstrap bundle was not whole (attempt $attempt of $BUNDLE_ATTEMPTS; a push in progress?): again in $((attempt * BUNDLE_RETRY_SECONDS)) s"
+      sleep $((attempt * BUNDLE_RETRY_SECONDS))
+    fi
+  done
+  log "the bootstrap bundle did not verify after $BUNDLE_ATTEMPTS attempts"
+  return 1
+}
+
+fetch_bundle_once() {
+  # Called in a condition, where bash ignores set -e: every step is checked explicitly.
   local partial=$BUNDLE_DIR.partial
-  rm -rf "$partial"
-  install -d -m 0750 "$partial"
+  rm -rf "$partial" || return 1
+  install -d -m 0750 "$partial" || return 1
   # The regional endpoint: the model tier reaches S3 only through the VPC's gateway endpoint.
   aws s3 cp --recursive --only-show-errors --region "$REGION" --endpoint-url "$S3_ENDPOINT" \
-    "$BOOTSTRAP_URL" "$partial"
-  verify_bundle "$partial"
-  rm -rf "$BUNDLE_DIR"
+    "$BOOTSTRAP_URL" "$partial" || return 1
+  verify_bundle "$partial" || return 1
+  rm -rf "$BUNDLE_DIR" || return 1
   mv "$partial" "$BUNDLE_DIR"
 }
 
@@ -95,7 +117,7 @@ verify_bundle() {
   local dir=$1
   if [[ -n "$MANIFEST_SHA256" ]]; then
     # The manifest itself is pinned by the launch template: a changed bundle needs a new template.
-    echo "$MANIFEST_SHA256  $dir/manifest.json" | sha256sum --check --strict --quiet -
+    echo "$MANIFEST_SHA256  $dir/manifest.json" | sha256sum --check --strict --quiet - || return 1
   fi
   python3 - "$dir" <<'VERIFY'
 import hashlib
