@@ -6,6 +6,7 @@ verification finding, 2 usage error (one line, no traceback).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from llmkit.mirror import bundle as bundle_lib
 from llmkit.mirror import download, remote, wheels
 from llmkit.mirror import pull as pull_lib
 from llmkit.mirror import push as push_lib
+from llmkit.mirror.auth import PASSWORD_ENV, RegistryAuth
 from llmkit.mirror.manifest import Finding, Manifest, MirrorError
 from llmkit.mirror.sources import DEFAULT_REGISTRY
 
@@ -103,6 +105,10 @@ def mirror() -> None:
     "--registry", "registry", help=f"An Ollama registry (default {DEFAULT_REGISTRY} when no other source)."
 )
 @click.option(
+    "--registry-user",
+    help=f"A user name for the registry's token service (password or access token: ${PASSWORD_ENV}).",
+)
+@click.option(
     "--url", "urls", multiple=True, metavar="URL", help="A file URL (URL#sha256=<hex>); repeatable."
 )
 @click.option(
@@ -115,6 +121,7 @@ def pull(
     model: str,
     to: Path,
     registry: str | None,
+    registry_user: str | None,
     urls: tuple[str, ...],
     url_list: Path | None,
     ggufs: tuple[Path, ...],
@@ -136,6 +143,8 @@ def pull(
         for n, given in (("--registry", registry), ("--url/--urls", urls or url_list), ("--gguf", ggufs))
         if given
     ]
+    if registry_user and (urls or url_list or ggufs):
+        raise MirrorError("--registry-user goes with a registry source")
     if len(chosen) > 1:
         raise MirrorError(f"give one source, not {' and '.join(chosen)}")
     if modelfile and not ggufs:
@@ -145,7 +154,16 @@ def pull(
     elif ggufs:
         result = pull_lib.pull_local(model, to, ggufs, modelfile)
     else:
-        result = pull_lib.pull_registry(model, to, registry or DEFAULT_REGISTRY, opts)
+        where = registry or DEFAULT_REGISTRY
+        password = os.environ.get(PASSWORD_ENV)
+        if registry_user and not password:
+            raise MirrorError(
+                f"--registry-user {registry_user!r}: set {PASSWORD_ENV} to its password or token"
+            )
+        if password and not registry_user:
+            raise MirrorError(f"{PASSWORD_ENV} is set: give --registry-user too")
+        auth = RegistryAuth(where, registry_user, password)
+        result = pull_lib.pull_registry(model, to, where, opts, auth)
     m, stats = result.manifest, result.stats
     console.print(
         f"pulled {m.name}: {len(m.files)} file(s), {_size(m.total_size)} into {to} "

@@ -40,6 +40,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from llmkit.mirror.auth import RegistryAuth, strip_auth_on_redirect
 from llmkit.mirror.manifest import DigestMismatch, FileEntry, MirrorError, is_sha256, sha256_file
 
 DISK_HEADROOM = 1.2
@@ -64,6 +65,8 @@ class Blob:
     size: int | None = None
     role: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # a registry's credentials and token (sent to its own origin only, refreshed on a 401)
+    auth: RegistryAuth | None = None
 
 
 @dataclass
@@ -98,11 +101,21 @@ class _Transient(Exception):
     """A failure worth retrying (connection cut, timeout, 5xx, 429)."""
 
 
-def _request(url: str, headers: Mapping[str, str], method: str = "GET") -> Any:
-    req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **headers})
+# Follows redirects, but never carries Authorization to another origin (blob storage, a CDN).
+_OPENER = strip_auth_on_redirect()
+
+
+def _request(
+    url: str, headers: Mapping[str, str], method: str = "GET", auth: RegistryAuth | None = None
+) -> Any:
+    sent = {**headers, **(auth.headers(url) if auth is not None else {})}
+    req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **sent})
     try:
-        return urllib.request.urlopen(req, timeout=TIMEOUT_S)
+        return _OPENER.open(req, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
+        challenge = exc.headers.get("WWW-Authenticate") if exc.headers else None
+        if exc.code == 401 and auth is not None and auth.refresh(challenge, sent.get("Authorization")):
+            raise _Transient(f"HTTP 401 from {url}: retrying with new registry credentials") from None
         if exc.code >= 500 or exc.code in (408, 429):
             raise _Transient(f"HTTP {exc.code} from {url}") from None
         raise MirrorError(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -139,7 +152,7 @@ def probe(blob: Blob, opts: Options, stats: Stats) -> _Probe:
     """Size and range support from ``GET Range: bytes=0-0`` (one byte, or the whole body's headers)."""
 
     def go() -> _Probe:
-        with _request(blob.url, {**blob.headers, "Range": "bytes=0-0"}) as resp:
+        with _request(blob.url, {**blob.headers, "Range": "bytes=0-0"}, auth=blob.auth) as resp:
             stats.add(requests=1)
             advertised = None
             for header in ("X-Linked-Etag", "ETag"):  # Hugging Face: the LFS file's sha256
@@ -249,7 +262,7 @@ def _fetch_chunk(job: _Job, index: int, opts: Options, stats: Stats, progress: C
             job.state.advance(index, -job.state.done[index])  # type: ignore[union-attr]
             progress(-offset)
             offset = start
-        with _request(job.blob.url, headers) as resp:
+        with _request(job.blob.url, headers, auth=job.blob.auth) as resp:
             stats.add(requests=1)
             if job.ranges and resp.status != 206:
                 raise MirrorError(f"{job.blob.url}: asked for a range, got HTTP {resp.status}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmkit.mirror import sources
+from llmkit.mirror.auth import RegistryAuth
 from llmkit.mirror.download import Blob, Options, Stats, fetch_all, preflight
 from llmkit.mirror.manifest import MANIFEST_NAME, FileEntry, Manifest, MirrorError, atomic_write, sha256_file
 
@@ -26,10 +27,15 @@ def _start(directory: Path) -> None:
 
 
 def pull_registry(
-    ref: str, directory: Path, registry: str = sources.DEFAULT_REGISTRY, opts: Options | None = None
+    ref: str,
+    directory: Path,
+    registry: str = sources.DEFAULT_REGISTRY,
+    opts: Options | None = None,
+    auth: RegistryAuth | None = None,
 ) -> PullResult:
     model, tag = sources.split_name(ref)
-    found = sources.registry_model(registry, model, tag)
+    auth = auth or RegistryAuth(registry)  # anonymous: answers a registry's token challenge
+    found = sources.registry_model(registry, model, tag, auth)
     _start(directory)
     entries, stats = fetch_all(found.blobs, directory, opts)
     # The registry's own manifest, so the mirror can be served as a registry later.

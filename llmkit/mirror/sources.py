@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmkit.mirror.auth import PASSWORD_ENV, RegistryAuth
 from llmkit.mirror.download import USER_AGENT, Blob
 from llmkit.mirror.manifest import FileEntry, MirrorError, check_relpath, is_sha256, sha256_file
 
@@ -74,30 +75,47 @@ class RegistryModel:
     blobs: list[Blob]
 
 
-def _get_json(url: str, accept: Sequence[str]) -> bytes:
-    import urllib.request
+def _get_json(url: str, accept: Sequence[str], auth: RegistryAuth | None = None) -> bytes:
+    from llmkit.mirror.download import _OPENER
 
-    req = urllib.request.Request(url, headers={"Accept": ", ".join(accept), "User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            data: bytes = resp.read()
-            return data
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise MirrorError(f"{url}: not found in the registry (HTTP 404)") from None
-        raise MirrorError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise MirrorError(f"{url}: {exc}") from None
+    for _attempt in range(3):  # a challenge answered (token, or Basic) -> once more
+        headers = {"Accept": ", ".join(accept), "User-Agent": USER_AGENT}
+        if auth is not None:
+            headers.update(auth.headers(url))
+        req = urllib.request.Request(url, headers=headers)
+        try:
+            with _OPENER.open(req, timeout=60) as resp:
+                data: bytes = resp.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            challenge = exc.headers.get("WWW-Authenticate") if exc.headers else None
+            if exc.code == 401 and auth is not None and auth.refresh(challenge, headers.get("Authorization")):
+                continue
+            if exc.code == 401:
+                raise MirrorError(
+                    f"{url}: HTTP 401, the registry wants credentials (--registry-user and {PASSWORD_ENV})"
+                    if auth is None or auth.username is None
+                    else f"{url}: HTTP 401, the registry refused the credentials of {auth.username!r}"
+                ) from None
+            if exc.code == 404:
+                raise MirrorError(f"{url}: not found in the registry (HTTP 404)") from None
+            raise MirrorError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise MirrorError(f"{url}: {exc}") from None
+    tokens = auth.tokens_fetched if auth is not None else 0
+    raise MirrorError(
+        f"{url}: HTTP 401: the registry refused the credentials it asked for ({tokens} token(s) tried)"
+    )
 
 
-def registry_model(registry: str, model: str, tag: str) -> RegistryModel:
+def registry_model(registry: str, model: str, tag: str, auth: RegistryAuth | None = None) -> RegistryModel:
     """Read the manifest and turn its config and layers into blobs to fetch."""
     base = registry.rstrip("/")
     if not re.match(r"^https?://[^/\s]+", base):
         raise MirrorError(f"--registry {registry!r}: expected http(s)://host[:port]")
     repository = model if "/" in model else f"library/{model}"
     url = f"{base}/v2/{repository}/manifests/{urllib.parse.quote(tag)}"
-    raw = _get_json(url, MANIFEST_MEDIA_TYPES)
+    raw = _get_json(url, MANIFEST_MEDIA_TYPES, auth)
     try:
         doc = json.loads(raw)
         layers = list(doc.get("layers") or [])
@@ -126,6 +144,7 @@ def registry_model(registry: str, model: str, tag: str) -> RegistryModel:
                 sha256=hexd,
                 size=int(size) if isinstance(size, int) else None,
                 role=LAYER_ROLES.get(media) or ("config" if layer is config else media.rsplit(".", 1)[-1]),
+                auth=auth,
             )
         )
     return RegistryModel(base, repository, tag, raw, blobs)
