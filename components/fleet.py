@@ -98,6 +98,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -259,9 +260,17 @@ def host_data(
     bucket: str,
     log_groups: Mapping[str, str],
     cache_gib: int,
+    lb_subnet_cidrs: Sequence[str],
+    admin_cidrs: Sequence[str],
     max_fallbacks: int = MAX_FALLBACKS,
 ) -> dict[str, Any]:
-    """What the host deploy needs to know about one model's hosts, as plain JSON values."""
+    """What the host deploy needs to know about one model's hosts, as plain JSON values.
+
+    ``lb_subnet_cidrs`` (the internal load balancer's subnets, whose node addresses send the
+    traffic and the health checks) and ``admin_cidrs`` feed the hosts' own firewall
+    (``playbooks/deploys/firewall.py``): ``gateway_hosts`` may reach the model port, the admin
+    networks SSH. The security groups remain the gate in front of both.
+    """
     catalog = load_catalog()
     model = catalog.model(placement.spec.name)
     slug = model_slug(model.name)
@@ -271,6 +280,8 @@ def host_data(
         "schema": HOST_DATA_SCHEMA,
         "stack": stack,
         "region": region,
+        "admin_cidrs": list(admin_cidrs),
+        "gateway_hosts": list(lb_subnet_cidrs),
         "runtime": runtime,
         "model_port": catalog.runtime(runtime).port,
         # The internal load balancer sends no client certificate and checks no target certificate:
@@ -504,6 +515,11 @@ class GpuFleetArgs:
     # hosts launched before it is there abandon their launch, and Auto Scaling tries again.
     launch_after: Sequence[pulumi.Resource] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    # The hosts' own firewall: the model port from the model subnets (where the internal load
+    # balancer's nodes are), SSH from these networks (the VPC: a bastion; Session Manager needs
+    # no port). from_config fills both from the network plan.
+    lb_subnet_cidrs: Sequence[str] = ()
+    admin_cidrs: Sequence[str] = ()
     # The Auto Scaling service-linked role the groups launch with; it must be allowed to use the
     # data key (KmsKeysArgs.service_linked_role_arns) for the encrypted volumes. None: AWS's
     # default AWSServiceRoleForAutoScaling.
@@ -536,6 +552,8 @@ class GpuFleetArgs:
         values: dict[str, Any] = {
             "stack": cfg.stack or pulumi.get_stack(),
             "region": cfg.region,
+            "lb_subnet_cidrs": [str(n) for n in cfg.subnet_plan()["model"]],
+            "admin_cidrs": [str(cfg.network.vpc_cidr)],
             "runtime": cfg.runtime,
             "placements": list(placements),
             "vpc_id": vpc_id,
@@ -608,6 +626,15 @@ class GpuFleetArgs:
             raise ValueError(f"ami_ssm_parameter {self.ami_ssm_parameter!r} is not an SSM parameter path")
         if not self.log_group_names:
             raise ValueError("log_group_names is empty: the hosts need a log group to write to")
+        for key in ("lb_subnet_cidrs", "admin_cidrs"):
+            if not getattr(self, key):
+                raise ValueError(
+                    f"{key} is empty: the hosts' firewall would close "
+                    f"{'the model port to the load balancer' if key == 'lb_subnet_cidrs' else 'SSH to all'} "
+                    "(the deploy refuses to run)"
+                )
+            for cidr in getattr(self, key):
+                ipaddress.ip_network(cidr)
         for name in self.log_group_names.values():
             if isinstance(name, str):
                 check_log_group_name(name)
@@ -843,6 +870,8 @@ class GpuFleet(Component):
                     bucket=values["bucket"],
                     log_groups=values["log_groups"],
                     cache_gib=cache_gib,
+                    lb_subnet_cidrs=args.lb_subnet_cidrs,
+                    admin_cidrs=args.admin_cidrs,
                     max_fallbacks=args.max_fallbacks,
                 )
 

@@ -47,9 +47,12 @@ from pyinfra.context import ctx_host, ctx_state, host, state
 
 # The deploys are imported as ``playbooks.deploys.<name>``: make the directory above this one
 # importable when pyinfra runs with ``--chdir playbooks`` (it only adds the working directory).
+# First on the path: the bundle's own playbooks and llmkit, never another copy that happens to
+# be importable (an activated virtualenv with llmkit installed, say).
 _REPO = Path(__file__).resolve().parent.parent
-if str(_REPO) not in sys.path:
-    sys.path.append(str(_REPO))
+if str(_REPO) in sys.path:
+    sys.path.remove(str(_REPO))
+sys.path.insert(0, str(_REPO))
 
 GPU_GROUP = "gpu"
 PROXY_GROUP = "proxy"

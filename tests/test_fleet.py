@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import math
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -985,6 +987,8 @@ def prod_host_data(placement: Placement = PROD_PLACEMENTS[0]) -> dict[str, Any]:
         bucket=BUCKET,
         log_groups={"model-server": "/llmkit/prod/model-server"},
         cache_gib=model_cache_gib(placement.sizing.breakdown.weights_bytes),
+        lb_subnet_cidrs=[str(n) for n in PROD.subnet_plan()["model"]],
+        admin_cidrs=[str(PROD.network.vpc_cidr)],
     )
 
 
@@ -1145,6 +1149,16 @@ def test_the_deploys_accept_the_host_data_and_read_the_bundle_and_store_where_th
         f"models/{slug}/manifest.json",
     )
     assert ollama_settings(embedded).mirror_url == "file:///opt/llmkit/bootstrap"
+    # the hosts' own firewall: SSH from the VPC, the model port from the load balancer's subnets
+    from playbooks.deploys.firewall import firewall_context
+
+    defaults = runpy.run_path(str(ROOT / "playbooks" / "group_data" / "all.py"))
+    data = {**{k: v for k, v in defaults.items() if not k.startswith("_")}, **embedded}
+    context = firewall_context("host", [inventory_group(slug)], data, {})
+    by_port = {r.port: r.v4 for r in context["rules"]}
+    assert by_port[22] == [str(PROD.network.vpc_cidr)]
+    model_subnets = ipaddress.collapse_addresses(PROD.subnet_plan()["model"])  # the firewall collapses too
+    assert by_port[embedded["model_port"]] == [str(n) for n in model_subnets]
     assert "readonly OPT_DIR=$ROOT/opt/llmkit\n" in script
     assert "readonly BUNDLE_DIR=$OPT_DIR/bootstrap\n" in script
     assert HOST_BUNDLE_DIR == "/opt/llmkit/bootstrap"
