@@ -72,9 +72,10 @@ gpu = (
         "require_gpu": True,
         "nvidia_driver_source": "distro",
         # "registry": pulled from the Ollama registry (needs its egress allowed). Hosts without
-        # internet access use source "mirror": {"name", "source": "mirror", "file", "sha256",
-        # "size"} from models_mirror_url (e.g. "https://mirror.llm.example.internal/models/"),
-        # verified by sha256.
+        # internet access use source "mirror": {"name": "deepseek-r1:32b", "source": "mirror"}
+        # with models_mirror_url the mirror's base (e.g. "https://mirror.llm.example.internal/",
+        # where `llmkit mirror push --to-dir/--to-http` published models/deepseek-r1-32b/): the
+        # hosts verify the download against that mirror manifest (docs/mirror.md).
         "models": [{"name": "deepseek-r1:32b", "source": "registry"}],
         # App-tier hosts outside this inventory that may call the model hosts directly (besides
         # the proxies; the hosts of a `gateway` group below are admitted without being listed).
