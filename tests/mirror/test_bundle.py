@@ -27,7 +27,7 @@ from llmkit.mirror import wheels
 from llmkit.mirror.bundle import HOST_REQUIREMENTS, STAGING_MARK, BundleOptions, build_bundle
 from llmkit.mirror.download import Options
 from llmkit.mirror.manifest import DigestMismatch, Manifest, MirrorError
-from tests.mirror.conftest import FileServer
+from tests.mirror.conftest import S3, FileServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -445,3 +445,24 @@ def test_the_cli_makes_a_bundle_from_a_wheel_directory(releases: Releases, tmp_p
     listed = CliRunner().invoke(main, ["mirror", "ls", str(out)])
     assert "llmkit-bootstrap" in listed.output and "bundle" in listed.output
     assert CliRunner().invoke(main, ["mirror", "verify", str(out)]).exit_code == 0
+
+
+def test_push_publishes_the_bundle_to_bootstrap_like_a_model(
+    index: Index, releases: Releases, tmp_path: Path, s3: S3
+) -> None:
+    out = tmp_path / "bundle"
+    build_bundle(out, options(index, releases), FAST)
+    env = {"AWS_ENDPOINT_URL_S3": s3.endpoint}
+    pushed = CliRunner().invoke(
+        main, ["mirror", "push", str(out), "--bucket", s3.bucket, "--kms-key-id", s3.key_arn], env=env
+    )
+    assert pushed.exit_code == 0, pushed.output
+    assert f"s3://{s3.bucket}/bootstrap/" in pushed.output
+    keys = {o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]}
+    assert keys == {f"bootstrap/{f.path}" for f in Manifest.read(out).files} | {"bootstrap/manifest.json"}
+    head = s3.client.head_object(Bucket=s3.bucket, Key="bootstrap/wheels/pip-26.3-py3-none-any.whl")
+    assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == s3.key_arn
+    listed = CliRunner().invoke(main, ["mirror", "ls", f"s3://{s3.bucket}/"], env=env)
+    assert "llmkit-bootstrap" in listed.output and "bundle" in listed.output
+    verified = CliRunner().invoke(main, ["mirror", "verify", f"s3://{s3.bucket}/bootstrap/"], env=env)
+    assert verified.exit_code == 0, verified.output
