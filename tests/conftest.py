@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +16,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from llmkit.config import StackConfig, load_stack
+from llmkit.mirror import wheels
+from llmkit.mirror.bundle import HOST_REQUIREMENTS
 from llmkit.plan import PlannedResource, record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +97,49 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return moto_endpoint
+
+
+# --- the hosts' locked wheels (llmkit mirror bundle) --------------------------------------------
+
+HOST_PYTHONS = ("3.10", "3.11", "3.12")
+WHEEL_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmkit-tests" / "host-wheels"
+)
+
+
+@pytest.fixture(scope="session")
+def host_wheels() -> Path:
+    """The lock's wheels for every default target, fetched once with pip --require-hashes."""
+    lock = HOST_REQUIREMENTS.read_bytes()
+    cache = WHEEL_CACHE / hashlib.sha256(lock).hexdigest()[:16]
+    if (cache / ".complete").is_file():
+        return cache
+    partial = cache.with_name(cache.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    pins = wheels.read_requirements(HOST_REQUIREMENTS)
+    for target in wheels.targets(HOST_PYTHONS, ["amd64"], wheels.DEFAULT_GLIBC):
+        # pip evaluates markers with the running interpreter: give it each target's pins.
+        req = partial / f"{target.abi}.txt"
+        req.write_text(
+            "".join(
+                f"{p}" + "".join(f" --hash=sha256:{h}" for h in sorted(p.hashes)) + "\n"
+                for p in pins
+                if wheels.applies(p, target)
+            ),
+            encoding="utf-8",
+        )
+        platforms = [arg for platform in target.platforms() for arg in ("--platform", platform)]
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--require-hashes", "--no-deps"]
+        pick = ["--only-binary=:all:", *platforms, "--implementation", "cp", "--abi", target.abi]
+        pick += ["--python-version", f"{target.python[0]}.{target.python[1]}"]
+        subprocess.run(
+            [*pip, *pick, "--dest", str(partial), "--requirement", str(req)],
+            check=True,
+            timeout=600,
+        )
+        req.unlink()
+    (partial / ".complete").touch()
+    shutil.rmtree(cache, ignore_errors=True)
+    partial.rename(cache)
+    return cache

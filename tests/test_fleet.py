@@ -887,7 +887,8 @@ from pyinfra.operations import python
 
 
 def record() -> None:
-    seen = {key: host.data.get(key) for key in ("schema", "runtime", "model_port", "models", "mirror")}
+    keys = ("schema", "runtime", "model_port", "models", "mirror", "model_bind_address")
+    seen = {key: host.data.get(key) for key in keys}
     seen["groups"] = sorted(str(g) for g in host.groups)
     Path(os.environ["LLMKIT_ROOT"], "deploy-saw.json").write_text(json.dumps(seen))
 
@@ -1020,6 +1021,7 @@ def test_first_boot_runs_the_deploy_with_the_host_data_then_continues(host: Host
         k: data[k] for k in ("schema", "runtime", "model_port", "models", "mirror")
     }
     assert "model_deepseek_r1_32b" in seen["groups"]
+    assert seen["model_bind_address"] == "10.40.12.7"  # the instance metadata's local-ipv4
     assert json.loads((host.root / "etc/llmkit/host-data.json").read_text()) == data
     assert (host.root / "opt/llmkit/bootstrap/playbooks/site.py").is_file()
     assert not (host.root / "opt/llmkit/bootstrap.partial").exists()

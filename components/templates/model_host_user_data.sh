@@ -11,7 +11,8 @@
 #      a bundle that does not check out is fetched again (4 attempts, 30/60/90 s apart: a push
 #      may have been in progress), then the launch is abandoned
 #   3. create a virtualenv from the bundled wheels (pip install --no-index)
-#   4. write this host's data and a one-group pyinfra inventory to /etc/llmkit
+#   4. write this host's data and a one-group pyinfra inventory to /etc/llmkit (with the host's
+#      model-tier address from the instance metadata)
 #   5. run the host deploy: pyinfra <inventory> site.py, from the bundle's playbooks/
 #   6. wait until the model server answers, then complete the launch lifecycle action (CONTINUE)
 # On any failure the EXIT trap completes the lifecycle action with ABANDON: Auto Scaling then
@@ -175,19 +176,31 @@ write_host_data() {
 @@{host_data_json}
 HOST_DATA
   mv "$ETC_DIR/host-data.json.new" "$ETC_DIR/host-data.json"
+  # The host's model-tier address, from the instance metadata (not from the default route): the
+  # TLS terminator listens there, where the load balancer sends traffic and health checks.
+  local address
+  address=$(imds local-ipv4)
+  [[ "$address" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || { log "no IPv4 address from the instance metadata"; return 1; }
   # One group, named as in GpuFleet.inventory(), whose data is this host's data.
   cat >"$ETC_DIR/inventory.py.new" <<INVENTORY
 import json
 from pathlib import Path
 
-$INVENTORY_GROUP = (["@local"], json.loads(Path(__file__).with_name("host-data.json").read_text(encoding="utf-8")))
+_data = json.loads(Path(__file__).with_name("host-data.json").read_text(encoding="utf-8"))
+_data.setdefault("model_bind_address", "$address")
+$INVENTORY_GROUP = (["@local"], _data)
 INVENTORY
   mv "$ETC_DIR/inventory.py.new" "$ETC_DIR/inventory.py"
 }
 
 run_deploy() {
   # --chdir: the bundle's playbooks/ directory, so its group_data/ (defaults) applies as on bare metal.
-  "$VENV/bin/pyinfra" --yes --chdir "$BUNDLE_DIR/playbooks" "$ETC_DIR/inventory.py" "$HOST_DEPLOY"
+  # umask 022 as over SSH: the deploys set modes where they matter, and the rest (an unpacked
+  # release under /opt, say) must stay readable by the service users, which 027 would prevent.
+  (
+    umask 022
+    "$VENV/bin/pyinfra" --yes --chdir "$BUNDLE_DIR/playbooks" "$ETC_DIR/inventory.py" "$HOST_DEPLOY"
+  )
 }
 
 install_per_boot() {

@@ -184,13 +184,17 @@ def inventory_address(name: str, data: Mapping[str, Any]) -> str:
 
 
 def listen_address(name: str, data: Mapping[str, Any], route_source: str | None) -> str:
-    """The address the exporters bind to: the inventory address if it is an IP, else the route source."""
-    address = _ip(inventory_address(name, data)) or _ip(route_source)
+    """The address the exporters bind to: the inventory address if it is an IP, else the host's
+    ``model_bind_address`` (the AWS hosts' user data sets it from the instance metadata: their
+    inventory name is ``@local``), else the source address of the IPv4 default route."""
+    address = (
+        _ip(inventory_address(name, data)) or _ip(data.get("model_bind_address") or "") or _ip(route_source)
+    )
     if address is None:
         raise ConfigError(
             "ssh_hostname",
             data.get("ssh_hostname") or name,
-            "an IP address, or a host with an IPv4 default route",
+            "an IP address, a model_bind_address, or a host with an IPv4 default route",
             f"host {name}: cannot tell which address the exporters should listen on",
         )
     if address.is_unspecified:

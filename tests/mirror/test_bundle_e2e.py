@@ -18,7 +18,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,51 +29,13 @@ from llmkit.cli import main
 from llmkit.mirror import wheels
 from llmkit.mirror.bundle import HOST_REQUIREMENTS
 from llmkit.mirror.manifest import Manifest
+from tests.conftest import HOST_PYTHONS
 from tests.mirror.conftest import FileServer
 from tests.mirror.test_bundle import Releases
 
 pytestmark = pytest.mark.e2e
 
-PYTHONS = ("3.10", "3.11", "3.12")
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmkit-tests" / "host-wheels"
-
-
-@pytest.fixture(scope="session")
-def host_wheels() -> Path:
-    """The lock's wheels for every default target, fetched once with pip --require-hashes."""
-    lock = HOST_REQUIREMENTS.read_bytes()
-    cache = CACHE / hashlib.sha256(lock).hexdigest()[:16]
-    if (cache / ".complete").is_file():
-        return cache
-    partial = cache.with_name(cache.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    pins = wheels.read_requirements(HOST_REQUIREMENTS)
-    for target in wheels.targets(PYTHONS, ["amd64"], wheels.DEFAULT_GLIBC):
-        # pip evaluates markers with the running interpreter: give it each target's pins.
-        req = partial / f"{target.abi}.txt"
-        req.write_text(
-            "".join(
-                f"{p}" + "".join(f" --hash=sha256:{h}" for h in sorted(p.hashes)) + "\n"
-                for p in pins
-                if wheels.applies(p, target)
-            ),
-            encoding="utf-8",
-        )
-        platforms = [arg for platform in target.platforms() for arg in ("--platform", platform)]
-        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--require-hashes", "--no-deps"]
-        pick = ["--only-binary=:all:", *platforms, "--implementation", "cp", "--abi", target.abi]
-        pick += ["--python-version", f"{target.python[0]}.{target.python[1]}"]
-        subprocess.run(
-            [*pip, *pick, "--dest", str(partial), "--requirement", str(req)],
-            check=True,
-            timeout=600,
-        )
-        req.unlink()
-    (partial / ".complete").touch()
-    shutil.rmtree(cache, ignore_errors=True)
-    partial.rename(cache)
-    return cache
+PYTHONS = HOST_PYTHONS
 
 
 def serve_index(server: FileServer, directory: Path) -> str:

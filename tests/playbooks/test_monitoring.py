@@ -209,6 +209,9 @@ def test_gpu_exporter_unit_keeps_devices() -> None:
 def test_listen_address() -> None:
     assert mon.listen_address("gpu-1", {"ssh_hostname": "10.0.0.5"}, None) == "10.0.0.5"
     assert mon.listen_address("10.0.0.6", {}, None) == "10.0.0.6"
+    # an AWS host runs against @local: its model-tier address (from the instance metadata) first
+    assert mon.listen_address("@local", {"model_bind_address": "10.40.12.7"}, "10.40.12.8") == "10.40.12.7"
+    assert mon.listen_address("@local", {}, "10.40.12.8") == "10.40.12.8"
     assert mon.needs_route_fact("gpu-1.lab", {}) and not mon.needs_route_fact(
         "gpu-1", {"ssh_hostname": "10.0.0.5"}
     )
