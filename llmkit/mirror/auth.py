@@ -45,6 +45,18 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def redact_url(url: str) -> str:
+    """``https://user:token@devpi.internal/simple/`` -> ``https://***@devpi.internal/simple/``.
+
+    Index URLs often carry credentials (``PIP_INDEX_URL``); they never reach a message, a log or
+    a manifest (which is published).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme, parts.netloc.lower()

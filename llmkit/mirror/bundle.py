@@ -39,6 +39,7 @@ import llmkit
 from llmkit.artifacts import Artifact, load_artifacts
 from llmkit.errors import ConfigError
 from llmkit.mirror import wheels
+from llmkit.mirror.auth import redact_url
 from llmkit.mirror.download import Blob, Options, Stats, fetch_all, preflight
 from llmkit.mirror.manifest import (
     MANIFEST_NAME,
@@ -231,7 +232,7 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
         where = f"--find-links {options.find_links}"
     else:
         files_of = {p.name: wheels.index_files(options.index_url, p.name) for p in pins}
-        where = f"--index-url {options.index_url}"
+        where = f"--index-url {redact_url(options.index_url)}"
     selected = wheels.select(pins, wanted, files_of, where)
     pip_wheels = {s.file.filename for s in selected if s.pin.name == "pip"}
     if len(pip_wheels) != 1:
@@ -283,7 +284,7 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
         "llmkit": _version(),
         "requirements": "requirements.txt",
         "targets": [t.label for t in wanted],
-        "wheels_from": str(options.find_links) if options.find_links else options.index_url,
+        "wheels_from": str(options.find_links) if options.find_links else redact_url(options.index_url),
         "artifacts": [
             {
                 "name": a.artifact.name,
@@ -292,7 +293,7 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
                 "path": a.path,
                 "sha256": a.sha256,
                 "checksum": a.checksum,
-                "from": a.source,
+                "from": redact_url(a.source),
             }
             for a in arts
         ],

@@ -19,12 +19,13 @@ or a flat directory of wheel files (``--find-links DIR``).
 
 from __future__ import annotations
 
+import base64
 import html.parser
 import json
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.markers import Marker
@@ -33,6 +34,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from llmkit.mirror.auth import redact_url
 from llmkit.mirror.download import USER_AGENT, Blob
 from llmkit.mirror.manifest import MirrorError, sha256_file
 
@@ -214,6 +216,28 @@ class IndexFile:
     url: str
     sha256: str | None
     size: int | None
+    # the index's credentials, for files on the index's own origin only
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``https://user:token@host/simple/`` -> (``https://host/simple/``, Basic auth header).
+
+    urllib does not send a URL's user info; an index that needs it gets it as a header instead.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, {}
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    raw = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return clean, {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def _same_origin(a: str, b: str) -> bool:
+    pa, pb = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
+    return (pa.scheme, pa.netloc.lower()) == (pb.scheme, pb.netloc.lower())
 
 
 class _Anchors(html.parser.HTMLParser):
@@ -256,7 +280,7 @@ def parse_index_page(body: bytes, content_type: str, page_url: str) -> list[Inde
                 size = f.get("size")
                 files.append(IndexFile(f["filename"], url, sha, size if isinstance(size, int) else None))
         except (ValueError, KeyError, TypeError) as exc:
-            raise MirrorError(f"{page_url}: not a PEP 691 project page ({exc})") from None
+            raise MirrorError(f"{redact_url(page_url)}: not a PEP 691 project page ({exc})") from None
         return files
     parser = _Anchors()
     parser.feed(body.decode("utf-8", "replace"))
@@ -273,10 +297,15 @@ def index_files(index_url: str, name: str) -> list[IndexFile]:
     import urllib.request
 
     if not re.match(r"^https?://[^/\s]+", index_url):
-        raise MirrorError(f"--index-url {index_url!r}: expected an http(s):// simple repository URL")
-    page = f"{index_url.rstrip('/')}/{name}/"
+        raise MirrorError(
+            f"--index-url {redact_url(index_url)!r}: expected an http(s):// simple repository URL"
+        )
+    clean, credentials = split_credentials(index_url)
+    page = f"{clean.rstrip('/')}/{name}/"
+    shown = redact_url(page)
     req = urllib.request.Request(
-        page, headers={"Accept": f"{JSON_ACCEPT}, text/html;q=0.1", "User-Agent": USER_AGENT}
+        page,
+        headers={"Accept": f"{JSON_ACCEPT}, text/html;q=0.1", "User-Agent": USER_AGENT, **credentials},
     )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -286,10 +315,13 @@ def index_files(index_url: str, name: str) -> list[IndexFile]:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return []
-        raise MirrorError(f"{page}: HTTP {exc.code} {exc.reason}") from None
+        raise MirrorError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise MirrorError(f"{page}: {getattr(exc, 'reason', exc)}") from None
-    return parse_index_page(body, content_type, final)
+        raise MirrorError(f"{shown}: {getattr(exc, 'reason', exc)}") from None
+    files = parse_index_page(body, content_type, final)
+    if not credentials:
+        return files
+    return [replace(f, headers=credentials) if _same_origin(f.url, clean) else f for f in files]
 
 
 def directory_files(directory: Path) -> dict[str, list[IndexFile]]:
@@ -325,6 +357,7 @@ class Selected:
             sha256=self.file.sha256,
             size=self.file.size,
             role="pip-wheel" if self.pin.name == "pip" else "wheel",
+            headers=self.file.headers,
         )
 
 

@@ -23,6 +23,7 @@ class FileServer:
     - ``corrupt``: name -> byte offset whose value is flipped in every response.
     - ``ranges``: False ignores Range (plain 200).
     - ``content_types``: name -> the Content-Type header it is served with (default: none).
+    - ``require_auth``: (name prefix, Authorization value): other requests for those names get 401.
     - PUT stores the body (``--to-http``).
     """
 
@@ -33,6 +34,8 @@ class FileServer:
     corrupt: dict[str, int] = field(default_factory=dict)
     ranges: bool = True
     content_types: dict[str, str] = field(default_factory=dict)
+    # names starting with one of these prefixes answer 401 without this Authorization header
+    require_auth: tuple[tuple[str, ...], str] | None = None
     body_bytes: int = 0
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -42,6 +45,7 @@ class FileServer:
         self.cut_at.clear()
         self.corrupt.clear()
         self.content_types.clear()
+        self.require_auth = None
         self.cut_times, self.ranges, self.body_bytes = 1, True, 0
         self.requests.clear()
 
@@ -74,6 +78,13 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             rng = self.headers.get("Range")
             with state.lock:
                 state.requests.append(("HEAD" if head else "GET", name, rng))
+            guard = state.require_auth
+            if guard and name.startswith(guard[0]) and self.headers.get("Authorization") != guard[1]:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="index"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             data = state.files.get(name)
             if data is None:
                 self.send_response(404)

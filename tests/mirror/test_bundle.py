@@ -8,6 +8,7 @@ hosts' lock, installed by the user data's ``install_venv``, are in test_bundle_e
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -24,6 +25,7 @@ from llmkit.artifacts import load_artifacts
 from llmkit.cli import main
 from llmkit.errors import EXIT_USAGE
 from llmkit.mirror import wheels
+from llmkit.mirror.auth import redact_url
 from llmkit.mirror.bundle import HOST_REQUIREMENTS, STAGING_MARK, BundleOptions, build_bundle
 from llmkit.mirror.download import Options
 from llmkit.mirror.manifest import DigestMismatch, Manifest, MirrorError
@@ -466,3 +468,35 @@ def test_push_publishes_the_bundle_to_bootstrap_like_a_model(
     assert "llmkit-bootstrap" in listed.output and "bundle" in listed.output
     verified = CliRunner().invoke(main, ["mirror", "verify", f"s3://{s3.bucket}/bootstrap/"], env=env)
     assert verified.exit_code == 0, verified.output
+
+
+def test_an_index_with_credentials_in_its_url(index: Index, releases: Releases, tmp_path: Path) -> None:
+    """PIP_INDEX_URL style: the user info becomes a Basic header, and is never written down."""
+    token = "s3cret-index-token"
+    expected = "Basic " + base64.b64encode(f"bundle-bot:{token}".encode()).decode()
+    index.server.require_auth = (("simple/", "packages/"), expected)  # the pages and the wheels
+    index.server.requests.clear()
+    with pytest.raises(MirrorError) as refused:
+        build_bundle(tmp_path / "no", options(index, releases), FAST)
+    assert "HTTP 401" in str(refused.value)
+    url = index.url.replace("http://", f"http://bundle-bot:{token}@")
+    out = tmp_path / "bundle"
+    build_bundle(out, options(index, releases, index_url=url), FAST)
+    m = Manifest.read(out)
+    assert m.source["wheels_from"] == index.url.replace("http://", "http://***@")
+    assert token not in (out / "manifest.json").read_text()
+    with pytest.raises(MirrorError) as err:
+        build_bundle(
+            tmp_path / "b2", options(index, releases, index_url=url.replace("simple/", "nothing/")), FAST
+        )
+    assert token not in str(err.value)
+
+
+def test_urls_lose_their_credentials_for_display_and_requests() -> None:
+    assert (
+        redact_url("https://u:p@devpi.internal/root/+simple/") == "https://***@devpi.internal/root/+simple/"
+    )
+    assert redact_url("https://pypi.org/simple/") == "https://pypi.org/simple/"
+    clean, headers = wheels.split_credentials("https://u%40corp:p%3Ass@idx.internal/simple/")
+    assert clean == "https://idx.internal/simple/"
+    assert base64.b64decode(headers["Authorization"].removeprefix("Basic ")) == b"u@corp:p:ss"
