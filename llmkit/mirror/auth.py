@@ -45,16 +45,34 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def redact_url(url: str) -> str:
-    """``https://user:token@devpi.internal/simple/`` -> ``https://***@devpi.internal/simple/``.
+# Query parameters that carry a credential: presigned S3/GCS/Azure URLs, token-in-URL mirrors.
+_SECRET_PARAMS = re.compile(
+    r"^(x-amz-(signature|credential|security-token)|x-goog-(signature|credential)|sig|signature|"
+    r"token|access_token|api_key|apikey|key)$",
+    re.IGNORECASE,
+)
 
-    Index URLs often carry credentials (``PIP_INDEX_URL``); they never reach a message, a log or
-    a manifest (which is published).
+
+def redact_url(url: str) -> str:
+    """A URL fit for a message, a log or a (published) manifest: credentials shown as ``***``.
+
+    ``https://user:token@devpi.internal/simple/`` -> ``https://***@devpi.internal/simple/``
+    (``PIP_INDEX_URL`` often looks like that), and the values of credential query parameters
+    (a presigned URL's ``X-Amz-Signature``, ``token=``...) -> ``***``.
     """
     parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_PARAMS.match(k) for k, _ in pairs):
+            shown = [(k, "***" if _SECRET_PARAMS.match(k) else v) for k, v in pairs]
+            query = urllib.parse.urlencode(shown, safe="*")
+    if netloc == parts.netloc and query == parts.query:
         return url
-    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _origin(url: str) -> tuple[str, str]:

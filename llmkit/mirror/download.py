@@ -40,7 +40,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from llmkit.mirror.auth import RegistryAuth, strip_auth_on_redirect
+from llmkit.mirror.auth import RegistryAuth, redact_url, strip_auth_on_redirect
 from llmkit.mirror.manifest import DigestMismatch, FileEntry, MirrorError, is_sha256, sha256_file
 
 DISK_HEADROOM = 1.2
@@ -115,12 +115,14 @@ def _request(
     except urllib.error.HTTPError as exc:
         challenge = exc.headers.get("WWW-Authenticate") if exc.headers else None
         if exc.code == 401 and auth is not None and auth.refresh(challenge, sent.get("Authorization")):
-            raise _Transient(f"HTTP 401 from {url}: retrying with new registry credentials") from None
+            raise _Transient(
+                f"HTTP 401 from {redact_url(url)}: retrying with new registry credentials"
+            ) from None
         if exc.code >= 500 or exc.code in (408, 429):
-            raise _Transient(f"HTTP {exc.code} from {url}") from None
-        raise MirrorError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise _Transient(f"HTTP {exc.code} from {redact_url(url)}") from None
+        raise MirrorError(f"{redact_url(url)}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise _Transient(f"{url}: {exc}") from None
+        raise _Transient(f"{redact_url(url)}: {exc}") from None
 
 
 def backoff_delay(attempt: int, base: float) -> float:
@@ -169,7 +171,9 @@ def probe(blob: Blob, opts: Options, stats: Stats) -> _Probe:
                 return _Probe(int(length), False, advertised)
             if blob.size is not None:
                 return _Probe(blob.size, False, advertised)
-            raise MirrorError(f"{blob.url}: the server reports no size (no Content-Range/Content-Length)")
+            raise MirrorError(
+                f"{redact_url(blob.url)}: the server reports no size (no Content-Range/Content-Length)"
+            )
 
     result: _Probe = _retrying(blob.path, opts, stats, go)
     return result
@@ -265,7 +269,7 @@ def _fetch_chunk(job: _Job, index: int, opts: Options, stats: Stats, progress: C
         with _request(job.blob.url, headers, auth=job.blob.auth) as resp:
             stats.add(requests=1)
             if job.ranges and resp.status != 206:
-                raise MirrorError(f"{job.blob.url}: asked for a range, got HTTP {resp.status}")
+                raise MirrorError(f"{redact_url(job.blob.url)}: asked for a range, got HTTP {resp.status}")
             fd = os.open(part, os.O_WRONLY)
             try:
                 while offset < end:
@@ -347,8 +351,8 @@ def fetch_all(
         expected = blob.sha256 or info.advertised_sha256
         if not expected:
             raise MirrorError(
-                f"{blob.path}: no sha256 is known for {blob.url}; list it (URL SHA256 in the URL list, "
-                "or URL#sha256=<hex>)"
+                f"{blob.path}: no sha256 is known for {redact_url(blob.url)}; list it (URL SHA256 in the "
+                "URL list, or URL#sha256=<hex>)"
             )
         if dest.is_file() and dest.stat().st_size == info.size and sha256_file(dest) == expected:
             entries[blob.path] = FileEntry(blob.path, expected, info.size, blob.role)
@@ -356,7 +360,7 @@ def fetch_all(
             continue
         job = _Job(blob, dest, info.size, expected, info.ranges)
         key = {
-            "url": blob.url,
+            "url": redact_url(blob.url),
             "size": info.size,
             "sha256": expected,
             "chunk": opts.chunk_size,
@@ -442,7 +446,7 @@ def _finish(job: _Job) -> FileEntry:
         part.unlink(missing_ok=True)
         _state_path(job.dest).unlink(missing_ok=True)
         raise DigestMismatch(
-            job.blob.path, job.sha256, digest, f" (from {job.blob.url}; the bad part was deleted)"
+            job.blob.path, job.sha256, digest, f" (from {redact_url(job.blob.url)}; the bad part was deleted)"
         )
     os.replace(part, job.dest)
     _state_path(job.dest).unlink(missing_ok=True)

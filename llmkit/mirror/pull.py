@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmkit.mirror import sources
-from llmkit.mirror.auth import RegistryAuth
+from llmkit.mirror.auth import RegistryAuth, redact_url
 from llmkit.mirror.download import Blob, Options, Stats, fetch_all, preflight
 from llmkit.mirror.manifest import MANIFEST_NAME, FileEntry, Manifest, MirrorError, atomic_write, sha256_file
 
@@ -59,7 +59,7 @@ def pull_urls(
     blobs: list[Blob] = sources.url_blobs(urls, list_file)
     _start(directory)
     entries, stats = fetch_all(blobs, directory, opts)
-    source = {"type": "urls", "urls": [b.url for b in blobs]}
+    source = {"type": "urls", "urls": [redact_url(b.url) for b in blobs]}
     manifest = Manifest("model", model.rpartition("/")[2], tag, source, entries)
     manifest.write(directory)
     return PullResult(manifest, stats, directory)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmkit.mirror.auth import redact_url
 from llmkit.mirror.layout import default_prefix, normalize_prefix
 from llmkit.mirror.manifest import (
     MANIFEST_NAME,
@@ -373,7 +374,7 @@ def _http(method: str, url: str, body: Any = None, length: int | None = None) ->
     except urllib.error.HTTPError as exc:
         return exc.code, b""
     except (urllib.error.URLError, OSError) as exc:
-        raise MirrorError(f"{method} {url}: {exc}") from None
+        raise MirrorError(f"{method} {redact_url(url)}: {exc}") from None
 
 
 def push_http(directory: Path, base_url: str, prefix: str | None = None, retries: int = 3) -> PushResult:
@@ -400,7 +401,7 @@ def push_http(directory: Path, base_url: str, prefix: str | None = None, retries
             if status in (200, 201, 204):
                 break
             if attempt == retries or status < 500:
-                raise MirrorError(f"PUT {url}: HTTP {status}")
+                raise MirrorError(f"PUT {redact_url(url)}: HTTP {status}")
             time.sleep(0.5 * 2**attempt)
         result.uploaded.append(entry.path)
         result.bytes_sent += entry.size

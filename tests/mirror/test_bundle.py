@@ -500,3 +500,16 @@ def test_urls_lose_their_credentials_for_display_and_requests() -> None:
     clean, headers = wheels.split_credentials("https://u%40corp:p%3Ass@idx.internal/simple/")
     assert clean == "https://idx.internal/simple/"
     assert base64.b64decode(headers["Authorization"].removeprefix("Basic ")) == b"u@corp:p:ss"
+
+
+def test_presigned_and_token_urls_are_redacted() -> None:
+    url = (
+        "https://bucket.s3.amazonaws.com/m.gguf?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIA%2F20261129&X-Amz-Signature=deadbeef&X-Amz-Expires=600"
+    )
+    shown = redact_url(url)
+    assert "deadbeef" not in shown and "AKIA" not in shown
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in shown and "X-Amz-Expires=600" in shown
+    assert "X-Amz-Signature=***" in shown
+    assert redact_url("https://mirror/m.gguf?download=true") == "https://mirror/m.gguf?download=true"
+    assert redact_url("https://mirror/m.gguf?token=abc") == "https://mirror/m.gguf?token=***"

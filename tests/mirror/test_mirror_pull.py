@@ -194,3 +194,13 @@ def test_fetch_all_keeps_blob_order(file_server, tmp_path: Path) -> None:
         blobs.append(Blob(f"{file_server.url}/f{i}", f"d/f{i}", sha(b), len(b)))
     entries, _ = fetch_all(blobs, tmp_path, opts(chunk_size=64 * 1024))
     assert [e.path for e in entries] == [f"d/f{i}" for i in range(5)]
+
+
+def test_a_token_in_a_url_never_reaches_the_manifest_or_the_resume_state(file_server, tmp_path: Path) -> None:
+    blob = data(MIB, seed=9)
+    file_server.files["t.gguf"] = blob
+    url = f"{file_server.url}/t.gguf?token=hf_s3cret&download=true#sha256={sha(blob)}"
+    result = pull_urls("t", tmp_path, [url], None, opts())
+    assert (tmp_path / "t.gguf").read_bytes() == blob
+    assert result.manifest.source["urls"] == [f"{file_server.url}/t.gguf?token=***&download=true"]
+    assert "hf_s3cret" not in (tmp_path / "manifest.json").read_text()
