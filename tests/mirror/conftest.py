@@ -37,6 +37,7 @@ class FileServer:
     # names starting with one of these prefixes answer 401 without this Authorization header
     require_auth: tuple[tuple[str, ...], str] | None = None
     body_bytes: int = 0
+    body_by_name: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -47,6 +48,7 @@ class FileServer:
         self.content_types.clear()
         self.require_auth = None
         self.cut_times, self.ranges, self.body_bytes = 1, True, 0
+        self.body_by_name.clear()
         self.requests.clear()
 
 
@@ -120,6 +122,7 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             # asserting the count) before this thread would count it afterwards
             with state.lock:
                 state.body_bytes += len(body)
+                state.body_by_name[name] = state.body_by_name.get(name, 0) + len(body)
             try:
                 self.wfile.write(body)
                 self.wfile.flush()
