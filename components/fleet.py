@@ -24,10 +24,12 @@ Decisions, for reviewers:
   and two gp3 volumes encrypted with the ``data`` key and deleted with the instance: the root
   (``/dev/sda1``, the Ubuntu Deep Learning AMI's root device) and the model cache (``/dev/sdf``,
   ``llmkit:fleet.model_cache_gib`` or twice the weights plus 20 GiB; 4000 IOPS and 1000 MiB/s so
-  a 40 GiB model loads in under a minute). The AMI is ``llmkit:fleet.ami_id`` when pinned, else
-  ``resolve:ssm:<llmkit:fleet.ami_ssm_parameter>``: EC2 resolves the parameter at each launch, so
-  no invoke is needed, but new instances then pick up a newer AMI without an instance refresh;
-  pin ``ami_id`` where every host must run the same image.
+  a 40 GiB model loads in under a minute; the ``model_cache`` deploy formats it once and mounts
+  it at ``/var/lib/ollama``, where the model is downloaded and kept). The AMI is
+  ``llmkit:fleet.ami_id`` when pinned, else ``resolve:ssm:<llmkit:fleet.ami_ssm_parameter>``:
+  EC2 resolves the parameter at each launch, so no invoke is needed, but new instances then pick
+  up a newer AMI without an instance refresh; pin ``ami_id`` where every host must run the same
+  image.
 - **User data is thin glue** (``components/templates/model_host_user_data.sh``): fetch the
   bootstrap bundle, verify it, install pyinfra from its wheels, run the host deploy of
   ``playbooks/``, wait for the model server, complete the launch lifecycle action; on any error,

@@ -14,7 +14,8 @@ What runs where (in this order):
 - every host, first: ``hardening()`` (key-only SSH, security updates) and ``firewall()``
   (nftables, drop by default);
 - ``gpu`` hosts, and the AWS model hosts (groups ``model_<slug>``): ``gpu_driver()``, ``cuda()``,
-  ``container_toolkit()``, ``ollama()`` (on 127.0.0.1 only), ``models()``, ``tls_terminator()``
+  ``container_toolkit()``, ``model_cache()`` (the AWS hosts' model volume, mounted where Ollama
+  keeps models; nothing elsewhere), ``ollama()`` (on 127.0.0.1 only), ``models()``, ``tls_terminator()``
   (mTLS on ``model_port`` at the model-tier address);
 - ``gateway`` hosts: ``gateway()`` (LiteLLM's proxy: virtual keys, routing and retries over the
   model hosts, spend logs in PostgreSQL);
@@ -70,6 +71,7 @@ GPU: tuple[Step, ...] = (
     ("gpu_driver", "gpu_driver"),
     ("cuda", "cuda"),
     ("container_toolkit", "container_toolkit"),
+    ("model_cache", "model_cache"),
     ("ollama", "ollama"),
     ("models", "models"),
     ("reverse_proxy", "tls_terminator"),
@@ -151,6 +153,7 @@ def run(current: Host) -> None:
         _call("gpu_driver", "gpu_driver")
         _call("cuda", "cuda")
         _call("container_toolkit", "container_toolkit")
+        _call("model_cache", "model_cache")
         _call("ollama", "ollama")
         _call("models", "models")
         _call("reverse_proxy", "tls_terminator")

@@ -84,6 +84,12 @@ ollama_port = 11434
 # Where Ollama keeps model blobs (an absolute path; on AWS the encrypted model-cache volume).
 ollama_models_path = "/var/lib/ollama/models"
 
+# The AWS model hosts' model cache volume, from the fleet's host data: {"device_name": "/dev/sdf",
+# "size_gib": N}. The model_cache deploy finds that disk (by size: NVMe names differ), gives it an
+# ext4 file system labelled llmkit-models if it has none, and mounts it at the parent of
+# ollama_models_path (with an /etc/fstab line). None (bare metal): nothing is mounted.
+model_cache = None
+
 # OLLAMA_NUM_PARALLEL: requests served at once per model (integer >= 1). None: the first model's
 # "concurrency" (AWS host data has it), else not set (Ollama decides from the free memory).
 ollama_num_parallel = None

@@ -15,7 +15,8 @@ metadata service (``imds``: the instance id and the machine's address) and the l
 (``complete_lifecycle``: moto has no CompleteLifecycleAction; the result is recorded) are shell
 functions; the host data gets the lab controller as an admin and load-balancer address (so the
 test keeps SSH and can call the model port as the load balancer would) and the checksums of the
-lab's own Ollama and node_exporter builds (a mirror's own build, as the deploys allow).
+lab's own Ollama and node_exporter builds (a mirror's own build, as the deploys allow), and loses
+its model cache volume (an nspawn machine has no extra disk; test_model_cache.py covers it).
 
 Every address is the lab's own. The lab is torn down even when a check fails.
 """
@@ -213,6 +214,9 @@ def user_data(lab: labmod.Lab, store: str, artifacts: dict[str, Any]) -> str:
     controller = f"{lab.controller_address}/32"
     data["admin_cidrs"] = [*data["admin_cidrs"], controller]
     data["gateway_hosts"] = [*data["gateway_hosts"], controller]
+    # nspawn machines get no extra block device: no model cache volume here (test_model_cache.py
+    # formats a real loop device and checks the deploy's commands)
+    del data["model_cache"]
     data["ollama_sha256"] = artifacts["ollama"]["sha256"]
     data["node_exporter_sha256"] = artifacts["node_exporter"]["sha256"]
     return render_user_data(data, s3_endpoint=store, ready_timeout_seconds=600)

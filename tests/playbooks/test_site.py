@@ -36,7 +36,7 @@ GROUP_DATA = ROOT / "playbooks" / "group_data"
 EXAMPLE = ROOT / "playbooks" / "inventories" / "onprem.example.py"
 
 EVERY_FIRST = ["hardening", "firewall"]
-GPU = ["gpu_driver", "cuda", "container_toolkit", "ollama", "models", "tls_terminator"]
+GPU = ["gpu_driver", "cuda", "container_toolkit", "model_cache", "ollama", "models", "tls_terminator"]
 GATEWAY = ["gateway"]
 PROXY = ["reverse_proxy"]
 EVERY_LAST = ["monitoring"]
