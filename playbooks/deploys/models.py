@@ -257,7 +257,12 @@ def resolve_manifest(spec: ModelSpec, text: str | None, url: str, host_name: str
             else ""
         )
         path = local_path(url)
-        check = f"run `curl -fsSL {url}` there" if path is None else f"check {path} there"
+        if path is not None:
+            check = f"check {path} there"
+        elif url.startswith("s3://"):
+            check = f"run `aws s3 cp {url} -` there (the instance role, the S3 endpoint)"
+        else:
+            check = f"run `curl -fsSL {url}` there"
         raise refuse(
             "the host could not fetch the mirror manifest (unreachable, HTTP error, missing or "
             f"unreadable file, over {MAX_BYTES >> 20} MiB or over {MAX_TIME_S} s: {check} to see why){hint}"

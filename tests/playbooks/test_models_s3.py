@@ -115,3 +115,15 @@ def test_the_deploy_takes_the_model_from_the_store_by_its_manifest(store: Manife
     assert f"expected={gguf.sha256};" in fetches[0] and f"dest={STAGE}/tiny-r1.gguf;" in fetches[0]
     assert f"url=s3://{BUCKET}/{PREFIX}Modelfile;" in fetches[1]
     assert not [c for c in commands if "curl" in c]
+
+
+def test_an_unreadable_store_manifest_says_how_to_look_on_the_host() -> None:
+    from llmkit.errors import ConfigError
+    from playbooks.deploys.models import model_specs, resolve_manifest
+
+    entry = {"name": "tiny-r1", "source": "mirror", "manifest": f"{PREFIX}manifest.json"}
+    (spec,) = model_specs({"models": [entry], "models_mirror_url": f"s3://{BUCKET}/"})
+    url = f"s3://{BUCKET}/{PREFIX}manifest.json"
+    with pytest.raises(ConfigError) as err:
+        resolve_manifest(spec, None, url, "@local")
+    assert f"run `aws s3 cp {url} -` there" in str(err.value)
