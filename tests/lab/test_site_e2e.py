@@ -31,6 +31,9 @@ import pytest
 
 from llmkit.lab import builds
 from llmkit.lab import lab as labmod
+from llmkit.mirror.manifest import Manifest
+from llmkit.mirror.pull import pull_local
+from llmkit.mirror.push import push_dir
 from playbooks.deploys.reverse_proxy import TLS_DIR, UPSTREAM_TLS_NAME
 
 pytestmark = pytest.mark.e2e
@@ -304,6 +307,36 @@ def test_a_tampered_model_fails_clearly_and_the_served_one_keeps_answering(
             assert generate(lab)["eval_count"] > 0
     finally:
         labmod.write_inventory(lab, site_data(lab))
+
+
+def test_a_model_pushed_by_llmkit_mirror_is_installed_by_its_manifest(
+    lab: labmod.Lab, deployed: Any, tmp_path: Path
+) -> None:
+    """The on-prem path: `mirror pull --gguf` + `mirror push --to-dir` onto the mirror, and host
+    data naming only the model: the host reads the manifest over HTTP and verifies against it."""
+    good = mirror_model(lab)
+    source = lab.mirror_dir / "models" / good["file"]
+    modelfile = lab.mirror_dir / "models" / good["modelfile"]["file"]
+    staged = tmp_path / "staged"
+    pull_local("tiny-r1-pushed:latest", staged, [source], modelfile)
+    published = push_dir(staged, lab.mirror_dir)  # <mirror>/models/tiny-r1-pushed-latest/
+    assert published.prefix == "models/tiny-r1-pushed-latest/"
+    # models_mirror_url is <mirror>/models/ in the lab: the manifest's path is relative to it
+    pushed = {"name": "tiny-r1-pushed", "source": "mirror", "manifest": "tiny-r1-pushed-latest/manifest.json"}
+    labmod.write_inventory(lab, site_data(lab, models=[good, pushed]))
+    try:
+        result = run_site(lab, "--limit", "gpu1")
+        assert result.returncode == 0, tail(result)
+    finally:
+        labmod.write_inventory(lab, site_data(lab))
+    assert mirror_bytes_sent(lab, "tiny-r1-pushed-latest/manifest.json"), "the host never read the manifest"
+    assert [s for s, _ in mirror_bytes_sent(lab, "tiny-r1-pushed-latest/tiny-r1.gguf")] == [200]
+    listed = lab.ssh("gpu1", "OLLAMA_HOST=127.0.0.1:11434 ollama list").stdout
+    assert "tiny-r1-pushed:latest" in listed
+    manifest = Manifest.read(staged)
+    gguf = manifest.by_role("gguf")
+    assert gguf is not None and gguf.sha256 == good["sha256"]
+    lab.ssh("gpu1", f"test -f /var/lib/ollama/models/blobs/sha256-{gguf.sha256}")
 
 
 def mirror_bytes_sent(lab: labmod.Lab, path: str) -> list[tuple[int, int]]:
