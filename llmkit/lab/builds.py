@@ -51,6 +51,7 @@ from typing import Any
 
 from llmkit.artifacts import artifact
 from llmkit.errors import LlmkitError
+from llmkit.files import atomic_write, sha256_file
 from llmkit.lab import tiny_model
 
 log = logging.getLogger(__name__)
@@ -164,19 +165,11 @@ class Build:
 # --- hashing, packing --------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_sha256_file(path: Path) -> str:
     """``<path>.sha256`` with ``<hex>  <name>`` (``sha256sum`` format); returns the hex digest."""
     digest = sha256_file(path)
     sidecar = path.with_name(path.name + ".sha256")
-    _atomic_write_bytes(sidecar, f"{digest}  {path.name}\n".encode())
+    atomic_write(sidecar, f"{digest}  {path.name}\n".encode())
     return digest
 
 
@@ -246,19 +239,6 @@ def node_exporter_entries(
     entries = [Entry(top), Entry(f"{top}/node_exporter", binary, 0o755)]
     entries += [Entry(f"{top}/{p.name}", p, 0o644) for p in extras]
     return entries
-
-
-def _atomic_write_bytes(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- toolchain ---------------------------------------------------------------------------------
@@ -485,7 +465,7 @@ def cached_build(
             took = time.monotonic() - started
             meta = {"name": name, "version": version, "file": tarball.name, "sha256": digest, "size": size}
             meta |= {"key": key, "inputs": dict(inputs), "build_seconds": round(took, 1)}
-            _atomic_write_bytes(out / "build.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+            atomic_write(out / "build.json", json.dumps(meta, indent=2, sort_keys=True).encode())
             shutil.rmtree(work)
             if entry.exists():  # an incomplete or corrupted entry: replace it
                 shutil.rmtree(entry)
@@ -699,7 +679,7 @@ def publish_builds(mirror_dir: Path, ollama: Build, node_exporter: Build) -> dic
             },
         }
     ]
-    _atomic_write_bytes(
+    atomic_write(
         mirror_dir / "artifacts.json", (json.dumps(entries, indent=2, sort_keys=True) + "\n").encode()
     )
     return entries
@@ -739,6 +719,5 @@ __all__ = [
     "preflight",
     "publish",
     "publish_builds",
-    "sha256_file",
     "write_sha256_file",
 ]

@@ -17,7 +17,6 @@ special tokens) and that generates tokens on a CPU in milliseconds.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -334,11 +333,3 @@ def write_modelfile(dest: Path, gguf_name: str = GGUF_FILE) -> Path:
 def write_model(directory: Path) -> tuple[Path, Path]:
     """``<directory>/tiny-r1.gguf`` and ``<directory>/Modelfile``; returns both paths."""
     return write_gguf(directory / GGUF_FILE), write_modelfile(directory / MODELFILE)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -15,24 +15,21 @@ file is which (``playbooks/deploys/models.py``: ``file``, ``sha256``, ``size``, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from llmkit.artifacts import is_sha256
 from llmkit.errors import LlmkitError
+from llmkit.files import atomic_write, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA = 1
 KINDS = ("model", "bundle")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-HASH_BLOCK = 1 << 20
 
 
 class MirrorError(LlmkitError):
@@ -49,24 +46,12 @@ class DigestMismatch(MirrorError):
         super().__init__(f"{path}: sha256 {actual} does not match the expected {expected}{detail}")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_relpath(path: str) -> str:
     """A manifest path: relative POSIX, no empty, ``.`` or ``..`` parts, not the manifest itself."""
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or path == MANIFEST_NAME:
         raise MirrorError(f"{MANIFEST_NAME}: refused path {path!r} (relative, no '..', not the manifest)")
     return str(PurePosixPath(path))
-
-
-def is_sha256(value: object) -> bool:
-    return isinstance(value, str) and bool(_SHA256.match(value))
 
 
 @dataclass(frozen=True)
@@ -166,22 +151,6 @@ class Manifest:
                 f"{path}: no mirror manifest (is {directory} a pulled model or bundle?)"
             ) from None
         return cls.loads(data, str(path))
-
-
-def atomic_write(dest: Path, data: bytes) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from llmkit.artifacts import artifact
+from llmkit.files import sha256_file
 from llmkit.lab import builds, tiny_model
 from playbooks.deploys.models import merge_modelfile_command
 
@@ -249,7 +250,7 @@ def test_ollama_tarball_layout_and_checksum(ollama_build: builds.Build) -> None:
     assert members["lib/ollama"].isdir()
     assert all(m.uid == 0 and m.gid == 0 and m.mtime == 0 for m in members.values())
     sidecar = ollama_build.path.with_name(ollama_build.file + ".sha256")
-    assert sidecar.read_text() == f"{builds.sha256_file(ollama_build.path)}  {ollama_build.file}\n"
+    assert sidecar.read_text() == f"{sha256_file(ollama_build.path)}  {ollama_build.file}\n"
     assert ollama_build.file == artifact("ollama").file("amd64")
 
 
@@ -276,16 +277,14 @@ def test_second_publish_is_a_cache_hit_and_reproducible(
     for mirror in (tmp_path / "m1", tmp_path / "m2"):
         assert json.loads((mirror / "artifacts.json").read_text()) == first
         for entry in (first["ollama"], first["node_exporter"]):
-            assert builds.sha256_file(mirror / entry["file"]) == entry["sha256"]
-        assert (
-            builds.sha256_file(mirror / "models" / first["models"][0]["file"]) == first["models"][0]["sha256"]
-        )
+            assert sha256_file(mirror / entry["file"]) == entry["sha256"]
+        assert sha256_file(mirror / "models" / first["models"][0]["file"]) == first["models"][0]["sha256"]
 
 
 def test_the_gguf_written_twice_has_the_same_sha256(tmp_path: Path) -> None:
     a = tiny_model.write_gguf(tmp_path / "a" / tiny_model.GGUF_FILE)
     b = tiny_model.write_gguf(tmp_path / "b" / tiny_model.GGUF_FILE)
-    assert tiny_model.sha256_file(a) == tiny_model.sha256_file(b)
+    assert sha256_file(a) == sha256_file(b)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 
 from llmkit.artifacts import artifact
 from llmkit.errors import LlmkitError
+from llmkit.files import sha256_file
 from llmkit.lab import builds, tiny_model
 from playbooks.deploys import monitoring
 from playbooks.deploys import ollama as ollama_deploy
@@ -97,7 +98,7 @@ def test_output_bias_suppresses_specials_and_non_printable_bytes(gguf_file: Path
 
 def test_gguf_is_reproducible_small_and_written_atomically(tmp_path: Path, gguf_file: Path) -> None:
     again = tiny_model.write_gguf(tmp_path / "again.gguf")
-    assert tiny_model.sha256_file(again) == tiny_model.sha256_file(gguf_file)
+    assert sha256_file(again) == sha256_file(gguf_file)
     assert gguf_file.stat().st_size < 5 * 1024 * 1024
     assert [p.name for p in tmp_path.iterdir()] == ["again.gguf"]  # no temporary file left
 
@@ -225,7 +226,7 @@ def test_cached_build_reuses_a_complete_entry(tmp_path: Path) -> None:
     second = builds.cached_build(tmp_path, "thing", "1.0", {"go": "go1"}, _producer(calls), os.environ)
     assert calls == [1]
     assert (first.cached, second.cached) == (False, True)
-    assert first.sha256 == second.sha256 == builds.sha256_file(second.path)
+    assert first.sha256 == second.sha256 == sha256_file(second.path)
     assert "building thing" in first.log.read_text()
     assert [p.name for p in (tmp_path / "builds").iterdir()] == [second.path.parent.name]  # no temp dirs
     # a different Go version is a different key: built again, beside the first
@@ -239,7 +240,7 @@ def test_cached_build_rebuilds_a_corrupted_entry(tmp_path: Path) -> None:
     first.path.write_bytes(b"tampered")
     again = builds.cached_build(tmp_path, "thing", "1.0", {}, _producer(calls), os.environ)
     assert calls == [1, 1] and not again.cached
-    assert builds.sha256_file(again.path) == first.sha256
+    assert sha256_file(again.path) == first.sha256
     again.path.with_name("thing.tgz.sha256").unlink()  # a lost checksum file is no hit either
     third = builds.cached_build(tmp_path, "thing", "1.0", {}, _producer(calls), os.environ)
     assert calls == [1, 1, 1] and not third.cached
@@ -315,15 +316,15 @@ def test_publish_builds_lays_out_the_mirror_of_the_lab_contract(tmp_path: Path) 
     assert result["node_exporter"]["file"] == "node_exporter/v1.9.1/node_exporter-1.9.1.linux-amd64.tar.gz"
     for entry in (result["ollama"], result["node_exporter"]):
         path = mirror / entry["file"]
-        assert builds.sha256_file(path) == entry["sha256"] and path.stat().st_size == entry["size"]
+        assert sha256_file(path) == entry["sha256"] and path.stat().st_size == entry["size"]
         assert (mirror / (entry["file"] + ".sha256")).read_text() == f"{entry['sha256']}  {path.name}\n"
     [model] = result["models"]
     assert model["name"] == "tiny-r1:latest" and model["source"] == "mirror"
     assert model["file"] == "tiny-r1/tiny-r1.gguf"
     gguf_path = mirror / "models" / model["file"]
-    assert builds.sha256_file(gguf_path) == model["sha256"] and gguf_path.stat().st_size == model["size"]
+    assert sha256_file(gguf_path) == model["sha256"] and gguf_path.stat().st_size == model["size"]
     modelfile = mirror / "models" / model["modelfile"]["file"]
-    assert builds.sha256_file(modelfile) == model["modelfile"]["sha256"]
+    assert sha256_file(modelfile) == model["modelfile"]["sha256"]
     # exactly the host-data shape the models deploy validates
     [spec] = model_specs({"models": result["models"], "models_mirror_url": "http://10.0.0.1/models/"})
     assert spec.served == "tiny-r1:latest" and spec.gguf is not None and spec.modelfile is not None

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from llmkit.files import sha256_file
 from llmkit.lab import builds, tiny_model
 from llmkit.mirror.auth import RegistryAuth
 from llmkit.mirror.manifest import MirrorError, verify_dir
@@ -144,7 +145,7 @@ def test_pull_from_a_registry_that_ollama_pushed_to(registry: str, ollama, tmp_p
         "library/tiny-r1",
     )
     model = m.by_role("gguf")
-    assert model is not None and model.sha256 == tiny_model.sha256_file(gguf)
+    assert model is not None and model.sha256 == sha256_file(gguf)
     assert (out / model.path).read_bytes() == gguf.read_bytes()
     paths = {f.path for f in m.files}
     assert {"config.json", "template", "Modelfile", "ollama-manifest.json"} <= paths
