@@ -107,39 +107,49 @@ WHEEL_CACHE = (
 )
 
 
-@pytest.fixture(scope="session")
-def host_wheels() -> Path:
-    """The lock's wheels for every default target, fetched once with pip --require-hashes."""
-    lock = HOST_REQUIREMENTS.read_bytes()
-    cache = WHEEL_CACHE / hashlib.sha256(lock).hexdigest()[:16]
+def pip_download(dest: Path, *args: str) -> None:
+    """``pip download`` of wheels only into ``dest`` (pip, a pinned dev dependency)."""
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest)]
+    subprocess.run([*pip, *args], check=True, timeout=600)
+
+
+def fetched_once(cache: Path, fill: Callable[[Path], None]) -> Path:
+    """``cache``, filled by ``fill(directory)`` the first time (in a side directory, renamed when
+    complete, so an interrupted fetch is started over rather than half used)."""
     if (cache / ".complete").is_file():
         return cache
     partial = cache.with_name(cache.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    pins = wheels.read_requirements(HOST_REQUIREMENTS)
-    for target in wheels.targets(HOST_PYTHONS, ["amd64"], wheels.DEFAULT_GLIBC):
-        # pip evaluates markers with the running interpreter: give it each target's pins.
-        req = partial / f"{target.abi}.txt"
-        req.write_text(
-            "".join(
-                f"{p}" + "".join(f" --hash=sha256:{h}" for h in sorted(p.hashes)) + "\n"
-                for p in pins
-                if wheels.applies(p, target)
-            ),
-            encoding="utf-8",
-        )
-        platforms = [arg for platform in target.platforms() for arg in ("--platform", platform)]
-        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--require-hashes", "--no-deps"]
-        pick = ["--only-binary=:all:", *platforms, "--implementation", "cp", "--abi", target.abi]
-        pick += ["--python-version", f"{target.python[0]}.{target.python[1]}"]
-        subprocess.run(
-            [*pip, *pick, "--dest", str(partial), "--requirement", str(req)],
-            check=True,
-            timeout=600,
-        )
-        req.unlink()
+    fill(partial)
     (partial / ".complete").touch()
     shutil.rmtree(cache, ignore_errors=True)
     partial.rename(cache)
     return cache
+
+
+@pytest.fixture(scope="session")
+def host_wheels() -> Path:
+    """The lock's wheels for every default target, fetched once with pip --require-hashes."""
+    lock = HOST_REQUIREMENTS.read_bytes()
+    pins = wheels.read_requirements(HOST_REQUIREMENTS)
+
+    def fill(directory: Path) -> None:
+        for target in wheels.targets(HOST_PYTHONS, ["amd64"], wheels.DEFAULT_GLIBC):
+            # pip evaluates markers with the running interpreter: give it each target's pins.
+            req = directory / f"{target.abi}.txt"
+            req.write_text(
+                "".join(
+                    f"{p}" + "".join(f" --hash=sha256:{h}" for h in sorted(p.hashes)) + "\n"
+                    for p in pins
+                    if wheels.applies(p, target)
+                ),
+                encoding="utf-8",
+            )
+            platforms = [arg for platform in target.platforms() for arg in ("--platform", platform)]
+            version = f"{target.python[0]}.{target.python[1]}"
+            pick = [*platforms, "--implementation", "cp", "--abi", target.abi, "--python-version", version]
+            pip_download(directory, "--require-hashes", "--no-deps", *pick, "--requirement", str(req))
+            req.unlink()
+
+    return fetched_once(WHEEL_CACHE / hashlib.sha256(lock).hexdigest()[:16], fill)

@@ -52,7 +52,7 @@ from llmkit.mirror.manifest import Manifest
 from llmkit.mirror.pull import pull_local
 from llmkit.mirror.push import S3Target, push_s3
 from llmkit.placement import place_models
-from tests.conftest import WHEEL_CACHE
+from tests.conftest import WHEEL_CACHE, fetched_once, pip_download
 
 pytestmark = pytest.mark.e2e
 
@@ -81,23 +81,10 @@ def free_port(address: str) -> int:
 @pytest.fixture(scope="module")
 def awscli_wheels() -> Path:
     """awscli and its dependencies for the machine's CPython 3.11, fetched once with pip."""
+    target = ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
+    target += ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64"]
     cache = WHEEL_CACHE.parent / f"awscli-{AWSCLI.split('==')[1]}-cp311"
-    if (cache / ".complete").is_file():
-        return cache
-    partial = cache.with_name(cache.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    platform = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64"]
-    target = ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", *platform]
-    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
-    subprocess.run(
-        [*pip, *target, "--dest", str(partial), AWSCLI],
-        check=True,
-        timeout=600,
-    )
-    (partial / ".complete").touch()
-    shutil.rmtree(cache, ignore_errors=True)
-    partial.rename(cache)
-    return cache
+    return fetched_once(cache, lambda directory: pip_download(directory, *target, AWSCLI))
 
 
 @pytest.fixture(scope="module")
