@@ -17,14 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.connect import connect_all
-from pyinfra.api.deploy import add_deploy
-from pyinfra.api.operations import run_ops
-from pyinfra.connectors.fake import FakeConnector
 
 from llmkit.errors import ConfigError
 from playbooks.deploys import model_cache as mc
+from tests.playbooks import test_ollama as ollama_tests
 
 GIB = 1 << 30
 CACHE_GIB = 100
@@ -100,20 +96,11 @@ def test_a_disk_with_someone_elses_file_system_is_not_formatted() -> None:
 
 
 def run_deploy(data: dict[str, Any], lsblk: str | None) -> list[str]:
-    name = "@fake/i-0123456789abcdef0"
+    """The model_cache deploy on a fake host (test_ollama's runner), ``lsblk`` its disk listing."""
     responses: dict[Any, Any] = {}
     if lsblk is not None:
         responses[re.compile(r"^lsblk -J -b")] = lsblk.splitlines()
-    hdata = {"fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": responses, **data}
-    inventory = Inventory(([name], {}), model_deepseek_r1_32b=([(name, hdata)], {}))
-    state = State(inventory, Config())
-    connect_all(state)
-    add_deploy(state, mc.model_cache, host=inventory.get_host(name))
-    run_ops(state)
-    host = inventory.get_host(name)
-    assert host not in state.failed_hosts
-    assert isinstance(host.connector, FakeConnector)
-    return [str(c) for c in host.connector.executed_commands]
+    return [str(c) for c in ollama_tests.run_deploy(mc.model_cache, data, responses)]
 
 
 CACHE = {"model_cache": {"device_name": "/dev/sdf", "size_gib": CACHE_GIB}}

@@ -23,11 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.connect import connect_all
-from pyinfra.api.deploy import add_deploy
-from pyinfra.api.operations import run_ops
-from pyinfra.connectors.fake import FakeConnector
 
 from llmkit.errors import ConfigError
 from llmkit.mirror.manifest import Manifest
@@ -36,6 +31,7 @@ from llmkit.mirror.push import push_dir
 from playbooks.deploys import models as md
 from playbooks.facts import mirror as mf
 from playbooks.operations import download as dl
+from tests.playbooks import test_ollama as ollama_tests
 
 HOST = "@fake/gpu-1"
 BASE = "https://mirror.internal"
@@ -223,17 +219,8 @@ def test_bad_manifest_form_entries_name_the_key(
 
 
 def run_deploy(data: dict[str, Any], responses: dict[Any, Any]) -> list[str]:
-    hdata = {"fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": responses, **data}
-    inventory = Inventory(([HOST], {}), gpu=([(HOST, hdata)], {}))
-    state = State(inventory, Config())
-    connect_all(state)
-    add_deploy(state, md.models, host=inventory.get_host(HOST))
-    run_ops(state)
-    host = inventory.get_host(HOST)
-    assert host not in state.failed_hosts
-    connector = host.connector
-    assert isinstance(connector, FakeConnector)
-    return list(connector.executed_commands)
+    """The models deploy on ``@fake/gpu-1`` (test_ollama's runner): the commands it was sent."""
+    return ollama_tests.run_deploy(md.models, data, responses)
 
 
 def served(text: str = "") -> dict[Any, Any]:
