@@ -120,9 +120,8 @@ from components.edge import DEREGISTRATION_DELAY_SECONDS, IDLE_TIMEOUT_SECONDS, 
 from components.model_store import BOOTSTRAP_PREFIX, MODELS_PREFIX
 from llmkit.catalog import load_catalog
 from llmkit.config import DLAMI_SSM_PARAMETER
-from llmkit.mirror.manifest import MANIFEST_NAME
 from llmkit.sizing import GIB
-from llmkit.store_layout import model_slug
+from llmkit.store_layout import MANIFEST_NAME, model_slug
 
 if TYPE_CHECKING:
     from llmkit.config import StackConfig

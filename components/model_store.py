@@ -93,8 +93,7 @@ import pulumi
 
 from components.storage import SecureBucket, SecureBucketArgs
 from llmkit.config import StackConfig
-from llmkit.mirror.manifest import MANIFEST_NAME
-from llmkit.store_layout import BOOTSTRAP_PREFIX, MODELS_PREFIX
+from llmkit.store_layout import BOOTSTRAP_PREFIX, MANIFEST_NAME, MODELS_PREFIX
 
 # Layout of the bucket (llmkit/store_layout.py): the model files, and the bundle a host bootstraps from.
 READ_PREFIXES = (MODELS_PREFIX, BOOTSTRAP_PREFIX)

@@ -12,6 +12,8 @@ import re
 
 MODELS_PREFIX = "models/"
 BOOTSTRAP_PREFIX = "bootstrap/"
+# Beside the files it lists, in every model directory and in the bundle (llmkit.mirror.manifest).
+MANIFEST_NAME = "manifest.json"
 MAX_SLUG_LENGTH = 32  # an ALB target group name is at most 32 characters
 _SLUG_CHARS = re.compile(r"[^a-z0-9]+")
 

@@ -80,6 +80,11 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc.lower()
 
 
+def same_origin(a: str, b: str) -> bool:
+    """Same scheme, host and port: where a credential meant for ``a`` may also go."""
+    return _origin(a) == _origin(b)
+
+
 @dataclass
 class RegistryAuth:
     """The credentials and the current token for one registry; shared by the download threads."""
@@ -95,7 +100,7 @@ class RegistryAuth:
         """The Authorization header for ``url``: only for the registry's own origin."""
         with self._lock:
             header = self._header
-        if header and _origin(url) == _origin(self.registry):
+        if header and same_origin(url, self.registry):
             return {"Authorization": header}
         return {}
 
@@ -165,7 +170,7 @@ class RegistryAuth:
 class _StripAuthOnRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and _origin(newurl) != _origin(req.full_url):
+        if new is not None and not same_origin(newurl, req.full_url):
             new.remove_header("Authorization")
         return new
 

@@ -102,7 +102,7 @@ class _Transient(Exception):
 
 
 # Follows redirects, but never carries Authorization to another origin (blob storage, a CDN).
-_OPENER = strip_auth_on_redirect()
+OPENER = strip_auth_on_redirect()
 
 
 def _request(
@@ -111,7 +111,7 @@ def _request(
     sent = {**headers, **(auth.headers(url) if auth is not None else {})}
     req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **sent})
     try:
-        return _OPENER.open(req, timeout=TIMEOUT_S)
+        return OPENER.open(req, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         challenge = exc.headers.get("WWW-Authenticate") if exc.headers else None
         if exc.code == 401 and auth is not None and auth.refresh(challenge, sent.get("Authorization")):

@@ -26,8 +26,8 @@ from typing import Any
 from llmkit.artifacts import is_sha256
 from llmkit.errors import LlmkitError
 from llmkit.files import atomic_write, sha256_file
+from llmkit.store_layout import MANIFEST_NAME
 
-MANIFEST_NAME = "manifest.json"
 SCHEMA = 1
 KINDS = ("model", "bundle")
 

@@ -76,7 +76,7 @@ class RegistryModel:
 
 
 def _get_json(url: str, accept: Sequence[str], auth: RegistryAuth | None = None) -> bytes:
-    from llmkit.mirror.download import _OPENER
+    from llmkit.mirror.download import OPENER
 
     for _attempt in range(3):  # a challenge answered (token, or Basic) -> once more
         headers = {"Accept": ", ".join(accept), "User-Agent": USER_AGENT}
@@ -84,7 +84,7 @@ def _get_json(url: str, accept: Sequence[str], auth: RegistryAuth | None = None)
             headers.update(auth.headers(url))
         req = urllib.request.Request(url, headers=headers)
         try:
-            with _OPENER.open(req, timeout=60) as resp:
+            with OPENER.open(req, timeout=60) as resp:
                 data: bytes = resp.read()
                 return data
         except urllib.error.HTTPError as exc:

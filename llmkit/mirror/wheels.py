@@ -34,7 +34,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from llmkit.mirror.auth import redact_url
+from llmkit.mirror.auth import redact_url, same_origin
 from llmkit.mirror.download import USER_AGENT, Blob
 from llmkit.mirror.manifest import MirrorError, sha256_file
 
@@ -235,11 +235,6 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     return clean, {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
-def _same_origin(a: str, b: str) -> bool:
-    pa, pb = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
-    return (pa.scheme, pa.netloc.lower()) == (pb.scheme, pb.netloc.lower())
-
-
 class _Anchors(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -321,7 +316,7 @@ def index_files(index_url: str, name: str) -> list[IndexFile]:
     files = parse_index_page(body, content_type, final)
     if not credentials:
         return files
-    return [replace(f, headers=credentials) if _same_origin(f.url, clean) else f for f in files]
+    return [replace(f, headers=credentials) if same_origin(f.url, clean) else f for f in files]
 
 
 def directory_files(directory: Path) -> dict[str, list[IndexFile]]:
