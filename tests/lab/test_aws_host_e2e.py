@@ -5,8 +5,8 @@ deepseek-r1:32b hosts; a Debian 12 machine with systemd (the lab) and its own Py
 model store as a moto server (S3 with SSE-KMS) on the lab's controller address, holding the
 bootstrap bundle that ``llmkit mirror bundle`` made from the hosts' locked wheels and the lab's
 Ollama and node_exporter builds, and the tiny R1 model under ``models/deepseek-r1-32b/`` that
-``llmkit mirror push`` published; the AWS CLI (awscli 1.46.3, installed on the machine from
-wheels) for every S3 read, the bundle's and the models deploy's; pyinfra from the bundle running
+``llmkit mirror push`` published; the AWS CLI (the dev dependencies' awscli, installed on the
+machine from wheels) for every S3 read, the bundle's and the models deploy's; pyinfra from the bundle running
 ``site.py`` against ``@local``; Ollama serving the model behind the TLS terminator.
 
 Stand-ins, each for something this machine cannot have: the instance role's credentials and the
@@ -35,6 +35,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ import boto3
 import pytest
 
 from components.fleet import host_data, render_user_data
-from llmkit.artifacts import load_artifacts
+from llmkit.artifacts import artifact, load_artifacts
 from llmkit.config import load_stack
 from llmkit.errors import LlmkitError
 from llmkit.lab import builds, tiny_model
@@ -64,7 +65,8 @@ BUCKET = "llmkit-prod-models-123456789012-eu-central-1"
 MODEL = "deepseek-r1:32b"
 SLUG = "deepseek-r1-32b"
 INSTANCE_ID = "i-0123456789abcdef0"
-AWSCLI = "awscli==1.46.3"
+# the AWS CLI of the dev dependencies (pyproject.toml / uv.lock), installed on the machine too
+AWSCLI = f"awscli=={metadata.version('awscli')}"
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "lab",
     "AWS_SECRET_ACCESS_KEY": "lab",
@@ -262,7 +264,8 @@ def test_the_host_boots_from_the_store_and_serves_the_model(
     tags = lab.ssh(HOST, "curl -sS http://127.0.0.1:11434/api/tags")
     assert MODEL in {m["name"] for m in json.loads(tags.stdout)["models"]}
     # Ollama is the lab build from the bundle, at the pinned version
-    assert "0.13.3" in lab.ssh(HOST, "ollama --version").stdout + lab.ssh(HOST, "ollama --version").stderr
+    version = lab.ssh(HOST, "ollama --version")
+    assert artifact("ollama").version in version.stdout + version.stderr
 
 
 def test_the_model_port_answers_the_load_balancer_over_tls(

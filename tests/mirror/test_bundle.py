@@ -249,7 +249,8 @@ def test_a_pep_691_index_and_arm64_hosts(file_server: FileServer, tmp_path: Path
         "wheels/stable-1.0-cp39-abi3-manylinux_2_28_aarch64.whl",
     ]
     arts = {a["path"] for a in m.source["artifacts"]}
-    assert "ollama/v0.13.3/ollama-linux-arm64.tgz" in arts
+    ollama = load_artifacts()["ollama"]
+    assert f"ollama/v{ollama.version}/{ollama.file('arm64')}" in arts
     assert all(
         f.size == len(index.files[f.path.removeprefix("wheels/")]) for f in m.files if f.role == "wheel"
     )
