@@ -72,7 +72,9 @@ Decisions, for reviewers:
 - **Auto Scaling group** per model, named ``llmkit-<stack>-<slug>`` (the role's policy and the
   metric dimension need the name before the group exists), across the model subnets, 100 %
   On-Demand (GPU capacity), ``prioritized``: the sized instance type first, then up to
-  :data:`MAX_FALLBACKS` fallbacks from the sizing's fitting choices (cheapest first). A launch
+  :data:`llmkit.placement.MAX_FALLBACKS` fallbacks from the sizing's fitting choices (cheapest
+  first): :attr:`llmkit.placement.Placement.instance_types`, the list the plan's ``models`` output,
+  the host data and :meth:`GpuFleet.inventory` show too. A launch
   lifecycle hook (heartbeat ``llmkit:fleet.model_load_timeout_seconds``, default ABANDON) keeps a
   host out of service until its model server answers; ELB health checks; a warm pool of stopped,
   pre-initialised hosts (``llmkit:fleet.warm_pool``) that scale-in returns hosts to (warm pools
@@ -128,8 +130,6 @@ if TYPE_CHECKING:
     from llmkit.placement import Placement
 
 HTTPS_PORT = 443
-# The sized instance type plus at most this many fallbacks from the sizing's fitting choices.
-MAX_FALLBACKS = 4
 # Where the user data keeps the verified bootstrap bundle (BUNDLE_DIR in the template).
 HOST_BUNDLE_DIR = "/opt/llmkit/bootstrap"
 ROOT_DEVICE = "/dev/sda1"  # the root device of Ubuntu AMIs (the Deep Learning Base AMI included)
@@ -225,15 +225,13 @@ def log_group_arn(*, partition: str, region: str, account_id: str, name: str) ->
 # --- sizing-derived values ---------------------------------------------------------------------
 
 
-def instance_types(placement: Placement, max_fallbacks: int = MAX_FALLBACKS) -> list[str]:
-    """The sized instance type first, then up to ``max_fallbacks`` more fitting types, cheapest first.
+def instance_types(placement: Placement) -> list[str]:
+    """The group's overrides: :attr:`Placement.instance_types`, also in the plan's ``models`` output.
 
-    ``sizing.choices`` holds only types the model fits on, each with its own tensor-parallel
-    degree (:func:`tensor_parallel_by_type`).
+    The sized type first, then up to :data:`llmkit.placement.MAX_FALLBACKS` more fitting types,
+    cheapest first, each with its own tensor-parallel degree (:func:`tensor_parallel_by_type`).
     """
-    first = placement.choice.instance_type
-    rest = [c.instance_type for c in placement.sizing.choices if c.instance_type != first]
-    return [first, *rest[:max_fallbacks]]
+    return placement.instance_types
 
 
 def tensor_parallel_by_type(placement: Placement, types: Sequence[str]) -> dict[str, int]:
@@ -263,7 +261,6 @@ def host_data(
     cache_gib: int,
     lb_subnet_cidrs: Sequence[str],
     admin_cidrs: Sequence[str],
-    max_fallbacks: int = MAX_FALLBACKS,
 ) -> dict[str, Any]:
     """What the host deploy needs to know about one model's hosts, as plain JSON values.
 
@@ -275,7 +272,7 @@ def host_data(
     catalog = load_catalog()
     model = catalog.model(placement.spec.name)
     slug = model_slug(model.name)
-    types = instance_types(placement, max_fallbacks)
+    types = instance_types(placement)
     group = asg_name(stack, slug)
     return {
         "schema": HOST_DATA_SCHEMA,
@@ -509,7 +506,6 @@ class GpuFleetArgs:
     # The sha256 of bootstrap/manifest.json, pinned into the user data; None: not pinned.
     bootstrap_manifest_sha256: pulumi.Input[str] | None = None
     access_log_prefix: str = MODEL_ALB_LOG_PREFIX
-    max_fallbacks: int = MAX_FALLBACKS
     # None: the account of the caller (aws.get_caller_identity).
     account_id: pulumi.Input[str] | None = None
     # Resources the groups launch after, e.g. whatever puts the bootstrap bundle in the bucket:
@@ -670,7 +666,6 @@ class GpuFleetArgs:
             ("queue_target_per_instance", self.queue_target_per_instance, 1, 1_000_000),
             ("warm_pool_min_size", self.warm_pool_min_size, 0, 1000),
             ("root_volume_gib", self.root_volume_gib, 8, 16384),
-            ("max_fallbacks", self.max_fallbacks, 0, 19),  # 20 overrides at most per group
         ]
         for key, value, low, high in checks:
             if not low <= value <= high:
@@ -873,7 +868,6 @@ class GpuFleet(Component):
                     cache_gib=cache_gib,
                     lb_subnet_cidrs=args.lb_subnet_cidrs,
                     admin_cidrs=args.admin_cidrs,
-                    max_fallbacks=args.max_fallbacks,
                 )
 
             data = pulumi.Output.all(bucket=args.model_bucket_name, log_groups=log_group_names).apply(
@@ -976,7 +970,7 @@ class GpuFleet(Component):
                             aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(
                                 instance_type=t
                             )
-                            for t in instance_types(placement, args.max_fallbacks)
+                            for t in instance_types(placement)
                         ],
                     ),
                 ),

@@ -1,7 +1,9 @@
 """Where each configured model runs: the sizing decision for every `llmkit:models` entry.
 
 The Pulumi program and `llmkit plan` both call :func:`place_models`, so the instance type
-that the fleet launches is the one the plan reports.
+that the fleet launches is the one the plan reports, and :attr:`Placement.instance_types` is
+the one list of instance types that the plan's ``models`` output, the Auto Scaling group's
+overrides and the hosts' data (the inventory) all show.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any
 from llmkit.config import ModelSpec, StackConfig
 from llmkit.errors import ConfigError, ConfigErrors
 from llmkit.sizing import Choice, NothingFits, SizingResult, size
+
+#: The sized instance type plus at most this many fallbacks from the sizing's other fitting
+#: choices, cheapest first. An Auto Scaling group takes at most 20 overrides.
+MAX_FALLBACKS = 4
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,21 @@ class Placement:
     def key(self) -> str:
         return f"llmkit:models[{self.index}]"
 
+    @property
+    def instance_types(self) -> list[str]:
+        """The sized instance type first, then up to :data:`MAX_FALLBACKS` more fitting types, cheapest first.
+
+        ``sizing.choices`` holds only types the model fits on, each with its own tensor-parallel
+        degree. A pinned ``instance_type`` is the only choice, so it has no fallbacks.
+        """
+        first = self.choice.instance_type
+        rest = [c.instance_type for c in self.sizing.choices if c.instance_type != first]
+        return [first, *rest[:MAX_FALLBACKS]]
+
+    @property
+    def fallbacks(self) -> list[str]:
+        return self.instance_types[1:]
+
     def summary(self) -> dict[str, Any]:
         return {
             "model": self.spec.name,
@@ -36,7 +57,7 @@ class Placement:
             "tensor_parallel": self.choice.tensor_parallel,
             "per_gpu_need_gib": round(self.choice.per_gpu_need_bytes / 2**30, 2),
             "per_gpu_capacity_gib": round(self.choice.per_gpu_capacity_bytes / 2**30, 2),
-            "fallbacks": [c.instance_type for c in self.sizing.choices[1:4]],
+            "fallbacks": self.fallbacks,
             "replicas": {"min": self.spec.replicas.min, "max": self.spec.replicas.max},
         }
 

@@ -34,7 +34,6 @@ from components.fleet import (
     HOST_BUNDLE_DIR,
     HOST_DATA_SCHEMA,
     LIFECYCLE_HOOK,
-    MAX_FALLBACKS,
     MODEL_ALB_LOG_PREFIX,
     GpuFleet,
     GpuFleetArgs,
@@ -49,7 +48,7 @@ from components.fleet import (
 from llmkit import plan
 from llmkit.catalog import load_catalog
 from llmkit.config import DLAMI_SSM_PARAMETER, StackConfig, from_mapping, load_stack
-from llmkit.placement import Placement, place_models
+from llmkit.placement import MAX_FALLBACKS, Placement, place_models
 from llmkit.plan import MOCK_ACCOUNT_ID, PlannedResource
 from llmkit.sizing import GIB
 
@@ -328,6 +327,10 @@ def test_overrides_are_the_sized_type_then_fitting_fallbacks(prod: Recorded, pla
     }
     spec = policy["launchTemplate"]["launchTemplateSpecification"]
     assert spec == {"launchTemplateId": f"fleet-lt-{slug}-id", "version": str(LT_VERSION)}
+
+
+def test_the_fallback_cap_fits_an_auto_scaling_group() -> None:
+    assert MAX_FALLBACKS >= 0 and 1 + MAX_FALLBACKS <= 20  # AWS: 20 overrides at most per group
 
 
 def _overrides(recorded: Recorded, slug: str) -> list[str]:

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
+from components.fleet import asg_name, inventory_group
 from components.metrics import DIMENSION
 from llmkit.config import REQUIRED_TAGS, load_stack
-from llmkit.placement import place_models
+from llmkit.placement import MAX_FALLBACKS, place_models
 from llmkit.plan import Plan, PlannedResource, run_plan
+from llmkit.store_layout import model_slug
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ["dev", "staging", "prod"]
@@ -111,6 +113,25 @@ def test_sizing_decides_each_groups_instance_types(stack: str) -> None:
             replicas.max,
             replicas.start,
         )
+
+
+def test_the_models_output_shows_the_instance_types_the_groups_and_the_inventory_get() -> None:
+    """One list, from one place: the plan's `models` output, the ASG overrides, the host data."""
+    plan = plan_of("prod")
+    groups = {g.inputs["name"]: g for g in of_type(plan, GROUP)}
+    inventory = plan.outputs["inventory"]
+    summaries = plan.outputs["models"]
+    assert [m["model"] for m in summaries] == [m.name for m in plan.config.models]
+    for summary in summaries:
+        slug = model_slug(summary["model"])
+        shown = [summary["instance_type"], *summary["fallbacks"]]
+        assert group_types(groups[asg_name("prod", slug)]) == shown
+        data = inventory[inventory_group(slug)]["data"]
+        assert data["instance_type"] == summary["instance_type"]
+        assert data["instance_types"] == shown
+        assert set(data["tensor_parallel_by_instance_type"]) == set(shown)
+    # prod's models fit more types than the cap, so the cap itself is what is compared.
+    assert {len(m["fallbacks"]) for m in summaries} == {MAX_FALLBACKS}
 
 
 def _plan_with(tmp_path: Path, edit: dict[str, Any]) -> Plan:
