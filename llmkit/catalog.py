@@ -135,10 +135,27 @@ class Runtime(_Frozen):
 
 
 class Pricing(_Frozen):
+    """Where and when the instance prices were recorded: every figure shown names its region."""
+
     region: str
     recorded: str
     source: str
     note: str = ""
+
+    @property
+    def label(self) -> str:
+        """What a price figure is, e.g. ``us-east-1 on-demand``."""
+        return f"{self.region} on-demand"
+
+    def describe(self, usd_per_hour: float, hours_per_month: int | None = None) -> str:
+        """A price as a user sees it, always with its region: ``$1.86/h (us-east-1 on-demand)``.
+
+        With ``hours_per_month``: ``$1.86/h, $1,359/month at 730 h (us-east-1 on-demand)``.
+        """
+        text = f"${usd_per_hour:,.2f}/h"
+        if hours_per_month:
+            text += f", ${usd_per_hour * hours_per_month:,.0f}/month at {hours_per_month} h"
+        return f"{text} ({self.label})"
 
 
 class Catalog(_Frozen):

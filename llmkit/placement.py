@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llmkit.catalog import load_catalog
 from llmkit.config import ModelSpec, StackConfig
 from llmkit.errors import ConfigError, ConfigErrors
 from llmkit.sizing import Choice, NothingFits, SizingResult, size
@@ -26,6 +27,8 @@ class Placement:
     spec: ModelSpec
     sizing: SizingResult
     choice: Choice
+    # The stack's region: where the instances run (the catalog's prices may be another's).
+    region: str | None = None
 
     @property
     def key(self) -> str:
@@ -46,6 +49,21 @@ class Placement:
     def fallbacks(self) -> list[str]:
         return self.instance_types[1:]
 
+    def price(self) -> dict[str, Any]:
+        """The sized type's on-demand price, with the region and date the figure is for."""
+        pricing = load_catalog().pricing
+        price: dict[str, Any] = {
+            "usd_per_hour": self.choice.price_usd_hour,
+            "text": pricing.describe(self.choice.price_usd_hour),
+            "region": pricing.region,
+            "recorded": pricing.recorded,
+        }
+        if self.choice.price_unverified:
+            price["unverified"] = True
+        if self.region and self.region != pricing.region:
+            price["note"] = f"a {pricing.region} price, not one for {self.region}, where this stack runs"
+        return price
+
     def summary(self) -> dict[str, Any]:
         return {
             "model": self.spec.name,
@@ -58,6 +76,7 @@ class Placement:
             "per_gpu_need_gib": round(self.choice.per_gpu_need_bytes / 2**30, 2),
             "per_gpu_capacity_gib": round(self.choice.per_gpu_capacity_bytes / 2**30, 2),
             "fallbacks": self.fallbacks,
+            "price": self.price(),
             "replicas": {"min": self.spec.replicas.min, "max": self.spec.replicas.max},
         }
 
@@ -76,7 +95,7 @@ def place_models(cfg: StackConfig, source: str | None = None) -> list[Placement]
             instance_type=spec.instance_type,
         )
         try:
-            placements.append(Placement(i, spec, result, result.best))
+            placements.append(Placement(i, spec, result, result.best, region=cfg.region))
         except NothingFits as exc:
             errors.append(
                 ConfigError(

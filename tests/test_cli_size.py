@@ -52,9 +52,13 @@ def test_human_output_shows_the_arithmetic_and_the_best_choice() -> None:
     assert "g6e.xlarge" in out
     assert "L40S x 1" in out
     assert "27.31 GiB / 40.49 GiB" in out
-    assert "best: g6e.xlarge (L40S x 1, tp=1), 1.86 $/h, 1,359 $/month at 730 h" in out
     pricing = load_catalog().pricing
+    assert pricing.region == "us-east-1"
+    # Every price figure names the region it is for.
+    assert "best: g6e.xlarge (L40S x 1, tp=1), $1.86/h, $1,359/month at 730 h (us-east-1 on-demand)" in out
+    assert "$/h us-east-1" in out and "$/month us-east-1" in out
     assert f"{pricing.region}, recorded {pricing.recorded}" in out
+    assert "a stack in another region pays that region's prices" in " ".join(out.split())
     assert "note: AWS lowered" in out
     assert "Traceback" not in result.output
 

@@ -18,6 +18,7 @@ import yaml
 
 from components.fleet import asg_name, inventory_group
 from components.metrics import DIMENSION
+from llmkit.catalog import load_catalog
 from llmkit.config import REQUIRED_TAGS, load_stack
 from llmkit.placement import MAX_FALLBACKS, place_models
 from llmkit.plan import Plan, PlannedResource, run_plan
@@ -132,6 +133,21 @@ def test_the_models_output_shows_the_instance_types_the_groups_and_the_inventory
         assert set(data["tensor_parallel_by_instance_type"]) == set(shown)
     # prod's models fit more types than the cap, so the cap itself is what is compared.
     assert {len(m["fallbacks"]) for m in summaries} == {MAX_FALLBACKS}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_models_output_names_the_region_of_each_price(stack: str) -> None:
+    plan = plan_of(stack)
+    pricing = load_catalog().pricing
+    for summary, placement in zip(plan.outputs["models"], plan.placements, strict=True):
+        price = summary["price"]
+        assert price["usd_per_hour"] == placement.choice.price_usd_hour
+        assert price["region"] == pricing.region
+        assert price["text"].endswith(f"/h ({pricing.region} on-demand)")
+        if plan.config.region != pricing.region:
+            assert plan.config.region in price["note"] and pricing.region in price["note"]
+        else:
+            assert "note" not in price
 
 
 def _plan_with(tmp_path: Path, edit: dict[str, Any]) -> Plan:

@@ -88,11 +88,13 @@ def _arithmetic(result: SizingResult) -> list[str]:
 
 
 def _choices_table(result: SizingResult, top: int) -> Table:
+    pricing = load_catalog().pricing
     table = Table(
         title=f"cheapest instance types that fit: {min(top, len(result.choices))} of {len(result.choices)}"
     )
-    for col in ("#", "instance", "GPU x count", "TP", "need / capacity per GPU", "util.", "$/h", "$/month"):
-        table.add_column(col, justify="right" if col in ("#", "TP", "util.", "$/h", "$/month") else "left")
+    prices = (f"$/h {pricing.region}", f"$/month {pricing.region}")
+    for col in ("#", "instance", "GPU x count", "TP", "need / capacity per GPU", "util.", *prices):
+        table.add_column(col, justify="right" if col in ("#", "TP", "util.", *prices) else "left")
     for rank, c in enumerate(result.choices[:top], start=1):
         mark = "*" if c.price_unverified else ""
         table.add_row(
@@ -179,13 +181,14 @@ def size(
 
     console.print(_choices_table(result, top))
     best = result.best
-    console.print(
-        f"best: [bold]{best.instance_type}[/] ({best.gpu} x {best.gpu_count}, tp={best.tensor_parallel}), "
-        f"{best.price_usd_hour:,.2f} $/h, {best.price_usd_month:,.0f} $/month at {HOURS_PER_MONTH} h"
-    )
     pricing = load_catalog().pricing
     console.print(
-        f"prices: on-demand Linux, {pricing.region}, recorded {pricing.recorded} ({pricing.source})",
+        f"best: [bold]{best.instance_type}[/] ({best.gpu} x {best.gpu_count}, tp={best.tensor_parallel}), "
+        f"{pricing.describe(best.price_usd_hour, HOURS_PER_MONTH)}"
+    )
+    console.print(
+        f"prices: on-demand Linux, {pricing.region}, recorded {pricing.recorded} ({pricing.source}); "
+        "a stack in another region pays that region's prices",
         markup=False,
     )
     if pricing.note:
