@@ -58,7 +58,11 @@ def _s3_options(fn: Any) -> Any:
 
 _DOWNLOAD_OPTIONS = [
     click.option(
-        "--workers", type=click.IntRange(1, 64), default=download.DEFAULT_WORKERS, show_default=True
+        "--workers",
+        type=click.IntRange(1, 64),
+        default=download.DEFAULT_WORKERS,
+        show_default=True,
+        help="Ranged requests in flight at once, over all the files.",
     ),
     click.option(
         "--chunk-size",
@@ -67,7 +71,15 @@ _DOWNLOAD_OPTIONS = [
         show_default=True,
         help="Bytes per ranged request.",
     ),
-    click.option("--retries", type=click.IntRange(0), default=download.DEFAULT_RETRIES, show_default=True),
+    click.option(
+        "--retries",
+        type=click.IntRange(0),
+        default=download.DEFAULT_RETRIES,
+        show_default=True,
+        help="Attempts after the first for a request that fails transiently (network error, timeout, "
+        f"HTTP 408, 429 or 5xx), with jittered exponential backoff capped at {download.MAX_BACKOFF_S:g} s; "
+        "0: none.",
+    ),
     click.option("--progress/--no-progress", default=None, help="A progress bar (default: on a terminal)."),
 ]
 
