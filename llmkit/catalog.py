@@ -158,6 +158,19 @@ class Pricing(_Frozen):
         return f"{text} ({self.label})"
 
 
+#: Ollama's default tag: ``ollama pull NAME`` fetches ``NAME:latest``.
+OLLAMA_DEFAULT_TAG = "latest"
+
+
+class OllamaLatest(_Frozen):
+    """Which catalog entry Ollama's ``NAME:latest`` is, for one library name (reviewed data)."""
+
+    name: str
+    model: str | None  # None: NAME:latest is none of the catalog's entries
+    source: str
+    note: str = ""
+
+
 class Catalog(_Frozen):
     quantizations: dict[str, Quantization]
     models: dict[str, Model]
@@ -165,14 +178,52 @@ class Catalog(_Frozen):
     instances: dict[str, InstanceType]
     runtimes: dict[str, Runtime]
     pricing: Pricing
+    ollama_latest: dict[str, OllamaLatest]
 
-    def model(self, name: str) -> Model:
-        try:
-            return self.models[name]
-        except KeyError:
-            raise ConfigError(
-                key="model", value=name, accepted=", ".join(self.models), message="unknown model"
-            ) from None
+    def resolve_model(self, name: str, key: str = "model") -> tuple[Model, str]:
+        """The catalog model a user means by ``name``, and how a name without a tag was read.
+
+        The one place a model name is looked up (``llmkit size``, ``llmkit:models``, the
+        gateway's aliases). Names are Ollama tags (``deepseek-r1:32b``); a name without a tag,
+        or with Ollama's default tag (``deepseek-v3``, ``deepseek-v3:latest``), is the entry
+        that ``ollama pull NAME`` fetches when the catalog records it (``ollama_latest`` in
+        ``models.yaml``), else the only catalog entry of that name. Anything else is a
+        :class:`ConfigError` under ``key`` that lists the matching tags (exit 2). The second
+        value is empty when ``name`` is a catalog name, else it says how it was resolved.
+        """
+        if name in self.models:
+            return self.models[name], ""
+        base, _, tag = name.partition(":")
+        tags = [m for m in self.models if m.partition(":")[0] == base]
+        if base and tag in ("", OLLAMA_DEFAULT_TAG):
+            latest = self.ollama_latest.get(base)
+            if latest is not None and latest.model is not None:
+                return self.models[latest.model], (
+                    f"{name} is {latest.model}: what `ollama pull {base}` fetches "
+                    f"({base}:{OLLAMA_DEFAULT_TAG})"
+                )
+            if len(tags) == 1:
+                return self.models[tags[0]], f"{name} is {tags[0]}: the only {base} model in the catalog"
+            if tags:
+                why = (
+                    f"Ollama's default {base}:{OLLAMA_DEFAULT_TAG} is none of them"
+                    if latest is not None
+                    else f"the catalog does not record which one {base}:{OLLAMA_DEFAULT_TAG} is"
+                )
+                raise ConfigError(
+                    key=key,
+                    value=name,
+                    accepted="one of: " + ", ".join(tags),
+                    message=f"ambiguous: {len(tags)} catalog models are named {base}, and {why}; "
+                    "give the tag",
+                )
+        raise ConfigError(
+            key=key, value=name, accepted="one of: " + ", ".join(tags or self.models), message="unknown model"
+        )
+
+    def model(self, name: str, key: str = "model") -> Model:
+        """:meth:`resolve_model`'s model."""
+        return self.resolve_model(name, key)[0]
 
     def quantization(self, name: str) -> Quantization:
         try:
@@ -232,6 +283,17 @@ def load_catalog() -> Catalog:
         if gpu_name not in gpus:
             raise ValueError(f"llmkit/data/gpus.yaml: {n} names unknown gpu {gpu_name!r}")
         instances[n] = InstanceType(name=n, **{**v, "gpu": gpus[gpu_name]})
+    ollama_latest = {n: OllamaLatest(name=n, **v) for n, v in models_doc["ollama_latest"].items()}
+    for entry in ollama_latest.values():
+        if ":" in entry.name or (entry.model is not None and not entry.model.startswith(f"{entry.name}:")):
+            raise ValueError(f"llmkit/data/models.yaml: ollama_latest.{entry.name}: not a name without a tag")
+        if entry.model is not None and entry.model not in models:
+            raise ValueError(
+                f"llmkit/data/models.yaml: ollama_latest.{entry.name} names unknown model {entry.model!r}"
+            )
+    unrecorded = sorted({m.partition(":")[0] for m in models} - set(ollama_latest))
+    if unrecorded:
+        raise ValueError(f"llmkit/data/models.yaml: ollama_latest does not record {', '.join(unrecorded)}")
     runtimes = {n: Runtime(name=n, **v) for n, v in runtimes_doc["runtimes"].items()}
     for r in runtimes.values():
         unknown = set(r.quantizations) - set(quants)
@@ -244,4 +306,5 @@ def load_catalog() -> Catalog:
         instances=instances,
         runtimes=runtimes,
         pricing=Pricing(**gpus_doc["pricing"]),
+        ollama_latest=ollama_latest,
     )

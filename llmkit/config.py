@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from llmkit.catalog import Runtime, load_catalog
+from llmkit.catalog import Model, Runtime, load_catalog
 from llmkit.errors import ConfigError, ConfigErrors
 
 NAMESPACE = "llmkit"
@@ -844,9 +844,11 @@ class StackConfig(_Section):
     @field_validator("models")
     @classmethod
     def _in_catalog(cls, models: list[ModelSpec], info: ValidationInfo) -> list[ModelSpec]:
+        """Each model by its catalog name (a name without a tag resolved), checked against the catalog."""
         runtime = load_catalog().runtimes.get(info.data.get("runtime", ""))
-        _fail(p for i, spec in enumerate(models) for p in _check_model(spec, f"[{i}]", runtime))
-        return models
+        checked = [_check_model(spec, f"[{i}]", runtime) for i, spec in enumerate(models)]
+        _fail(p for _, problems in checked for p in problems)
+        return [spec for spec, _ in checked]
 
     @field_validator("endpoint")
     @classmethod
@@ -876,12 +878,18 @@ class StackConfig(_Section):
         if gateway is None or models is None:
             return gateway
         served = [spec.name for spec in models]
+        # An alias names a model as llmkit:models may: a name without a tag means the same entry.
+        named = {name: _catalog_name(alias.model) for name, alias in gateway.aliases.items()}
         _fail(
             _Problem("not a model of llmkit:models", alias.model, f".aliases.{name}.model", _one_of(served))
             for name, alias in gateway.aliases.items()
-            if alias.model not in served
+            if named[name] not in served
         )
-        return gateway
+        aliases = {
+            name: alias if alias.model == named[name] else alias.model_copy(update={"model": named[name]})
+            for name, alias in gateway.aliases.items()
+        }
+        return gateway.model_copy(update={"aliases": aliases})
 
     @model_validator(mode="after")
     def _egress_subnets(self) -> StackConfig:
@@ -940,13 +948,26 @@ class StackConfig(_Section):
 _LLMKIT_KEYS = tuple(name for name in StackConfig.model_fields if name not in ("stack", "region"))
 
 
-def _check_model(spec: ModelSpec, at: str, runtime: Runtime | None) -> list[_Problem]:
+def _catalog_name(name: str) -> str:
+    """The catalog name that ``name`` resolves to (:meth:`Catalog.resolve_model`), or ``name``."""
+    try:
+        return load_catalog().resolve_model(name)[0].name
+    except ConfigError:
+        return name
+
+
+def _check_model(spec: ModelSpec, at: str, runtime: Runtime | None) -> tuple[ModelSpec, list[_Problem]]:
+    """The spec with the model's catalog name, and the problems of the spec against the catalog."""
     catalog = load_catalog()
     problems = []
-    model = catalog.models.get(spec.name)
-    if model is None:
-        problems.append(_Problem("unknown model", spec.name, f"{at}.name", _one_of(catalog.models)))
-    else:
+    model: Model | None = None
+    try:
+        model = catalog.resolve_model(spec.name)[0]
+    except ConfigError as exc:
+        problems.append(_Problem(exc.problem, spec.name, f"{at}.name", exc.accepted))
+    if model is not None:
+        if model.name != spec.name:
+            spec = spec.model_copy(update={"name": model.name})
         served = [q for q in model.quantizations if runtime is None or q in runtime.quantizations]
         if spec.quantization not in served:
             why = [f"not published for {model.name}"] if spec.quantization not in model.quantizations else []
@@ -976,7 +997,7 @@ def _check_model(spec: ModelSpec, at: str, runtime: Runtime | None) -> list[_Pro
                 "unknown instance type", spec.instance_type, f"{at}.instance_type", _one_of(catalog.instances)
             )
         )
-    return problems
+    return spec, problems
 
 
 # --- the subnet plan ---------------------------------------------------------------------------

@@ -137,7 +137,12 @@ def test_bad_input_raises_config_error_from_the_command() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["llama:7b"], "model: unknown model (got 'llama:7b'; accepted: deepseek-r1:1.5b"),
+        (["llama:7b"], "model: unknown model (got 'llama:7b'; accepted: one of: deepseek-r1:1.5b"),
+        (["deepseek-r1"], "model: ambiguous: 7 catalog models are named deepseek-r1"),
+        (
+            ["deepseek-r1:3b"],
+            "model: unknown model (got 'deepseek-r1:3b'; accepted: one of: deepseek-r1:1.5b",
+        ),
         (["deepseek-r1:32b", "--quant", "q3_K_S"], "quantization: unknown quantization"),
         (["deepseek-r1:32b", "--runtime", "vllm"], "runtime vllm does not serve q4_K_M"),
         (["deepseek-r1:32b", "--context", "0"], "context_length: out of range (got 0; accepted: 1..131072"),

@@ -149,8 +149,10 @@ def size(
 ) -> None:
     """Size MODEL: weights, KV cache, activations and overhead, and the cheapest instances that hold it.
 
-    MODEL is a catalog name (an Ollama tag such as deepseek-r1:32b). Exits 0 when something
-    fits, 1 when nothing does (the arithmetic and what to change are printed), 2 on bad input.
+    MODEL is a catalog name (an Ollama tag such as deepseek-r1:32b); a name without a tag
+    (deepseek-v3) means what `ollama pull` would fetch, or the only catalog entry of that name,
+    and is refused with the matching tags otherwise. Exits 0 when something fits, 1 when
+    nothing does (the arithmetic and what to change are printed), 2 on bad input.
     """
     result = size_model(
         model,
@@ -168,6 +170,8 @@ def size(
         return
 
     console = make_console()
+    if result.model != model:
+        console.print(load_catalog().resolve_model(model)[1], markup=False)
     for line in _arithmetic(result):
         console.print(line)
     console.print()
