@@ -16,6 +16,7 @@ from llmkit.errors import EXIT_FINDINGS, EXIT_OK
 from llmkit.lab import builds as lab_builds
 from llmkit.lab import lab as lib
 from llmkit.lab import machines, network
+from llmkit.lab import prereqs as lab_prereqs
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _STATE_DIR = click.option(
@@ -100,13 +101,21 @@ def up(
     console.print(f"  apt proxy  {made.apt_proxy_url}")
     console.print(f"  mirror     {made.mirror_url}  ({made.mirror_dir})")
     console.print(f"  pki        {made.pki_dir}")
+    console.print("next: run the site deploy against the lab, then try the model through the proxy:")
+    console.print(f"  uv run pyinfra -y {made.inventory_path} playbooks/site.py", markup=False)
+    console.print(f"  uv run llmkit lab status --state-dir {made.state_dir}", markup=False)
+    console.print("  (playbooks/README.md, 'Rehearse on the lab', has the curl that asks the model)")
 
 
 @lab.command()
 @_STATE_DIR
 @click.option("--no-ssh", is_flag=True, help="Only check that sshd answers on port 22, do not log in.")
 def status(state_dir: Path, no_ssh: bool) -> None:
-    """Machines, interfaces and services of the lab; exit 1 if any of them is not running."""
+    """Machines, interfaces and services of the lab.
+
+    Exit codes: 0 everything runs, 1 part of the lab is not running, 2 no lab is recorded in
+    --state-dir (or a usage error).
+    """
     report = lib.status(state_dir, check_ssh=not no_ssh)
 
     def yes(flag: bool) -> str:
@@ -153,12 +162,56 @@ def status(state_dir: Path, no_ssh: bool) -> None:
 @lab.command()
 @_STATE_DIR
 def down(state_dir: Path) -> None:
-    """Stop and remove the machines, interfaces, services and host roots (keeps caches, PKI, logs)."""
+    """Stop and remove the machines, interfaces, services and host roots.
+
+    Keeps, in --state-dir: pki/ and ssh/ (reused by the next `up`), mirror/, logs/,
+    apt-cacher-ng/, run/ and the mirror's nginx config; and the image, build and apt caches in the
+    cache directory. It lists what it kept. Exit codes: 0 ok, 2 something could not be removed.
+    """
     lib.preflight(lib.DOWN_PROGRAMS)
-    removed = lib.down(state_dir, progress=_progress)
+    removed = lib.down(state_dir, progress=_progress)  # says each removal as it happens
     if not removed:
         click.echo(f"nothing to remove: no lab recorded in {state_dir}")
         return
-    click.echo(f"removed {len(removed)} item(s):")
-    for item in removed:
-        click.echo(f"  {item}")
+    click.echo(f"removed {len(removed)} item(s); kept:")
+    for path, what in lib.kept(state_dir):
+        click.echo(f"  {path}  ({what})")
+    click.echo(f"  the image, build and apt caches in {machines.resolve_cache_dir()}")
+
+
+@lab.command()
+@click.option(
+    "--check", is_flag=True, help="Only report what is missing or off its pin; exit 1 if anything is."
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what would be installed or upgraded (apt's simulation), install nothing.",
+)
+def prereqs(check: bool, dry_run: bool) -> None:
+    """Install what the tests and the lab need: pinned Debian 12 packages (root).
+
+    Pins fix the upstream version and leave the Debian revision free, so they survive security
+    point releases (llmkit/data/prereqs.yaml). Says what it installs and upgrades, and why, before
+    it does; records the installed versions. Go, gcc/g++ and the host Pythons are checked, not
+    installed. Exit codes: 0 ok, 1 something is still missing, 2 apt or the archive refused.
+    """
+    console = make_console()
+    if not check:
+        lab_prereqs.install(lambda line: console.print(line, markup=False, soft_wrap=True), dry_run=dry_run)
+        if dry_run:
+            return
+    findings = lab_prereqs.check()
+    table = Table(title="test and lab prerequisites")
+    for column in ("name", "kind", "for", "ok", "detail"):
+        table.add_column(column, overflow="fold")
+    for item in findings:
+        ok = "[green]yes[/]" if item.ok else "[red]no[/]"
+        table.add_row(item.name, item.kind, item.purpose, ok, item.detail)
+    console.print(table)
+    missing = [item.name for item in findings if not item.ok]
+    if missing:
+        hint = f" install them with `{lab_prereqs.FIX_COMMAND}` as root" if check else ""
+        console.print(f"[red]missing or off their pins[/]: {', '.join(missing)};{hint}")
+        sys.exit(EXIT_FINDINGS)
+    console.print("every prerequisite is here")

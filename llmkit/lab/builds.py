@@ -52,7 +52,7 @@ from typing import Any
 from llmkit.artifacts import artifact
 from llmkit.errors import LlmkitError
 from llmkit.files import atomic_write, sha256_file
-from llmkit.lab import tiny_model
+from llmkit.lab import prereqs, system, tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ BUILD_TIMEOUT_S = 3600
 LOG_TAIL_LINES = 40
 
 # Debian packages that provide the headers the Ollama module zip lacks (see the docstring).
-OLLAMA_HEADER_PACKAGES = {"nlohmann/json.hpp": "nlohmann-json3-dev", "stb/stb_image.h": "libstb-dev"}
+#: Headers the module zip lacks, in /usr/include (their Debian packages: llmkit/data/prereqs.yaml).
+OLLAMA_HEADERS = ("nlohmann/json.hpp", "stb/stb_image.h")
 
 # Written to llama/llama.cpp/vendor/miniaudio/miniaudio.h: the declarations mtmd-helper.cpp uses,
 # every decoder call failing, so audio input is refused instead of decoded.
@@ -264,7 +265,7 @@ def go_toolchain() -> GoToolchain:
     if not go:
         raise ToolMissing(
             "the lab builds Ollama and node_exporter from source and needs the Go toolchain: "
-            "`go` is not on PATH (install Go >= 1.24 and set GOPROXY to a Go module proxy)"
+            "`go` is not on PATH; " + prereqs.missing_message(["go"])
         )
     try:
         out = subprocess.run(
@@ -302,7 +303,7 @@ def compiler_id(cc: str) -> str:
 def check_ollama_headers(cxx: str) -> None:
     """The system headers that replace llama.cpp's vendor/ directory; ToolMissing naming the packages."""
     missing: list[str] = []
-    for header, package in OLLAMA_HEADER_PACKAGES.items():
+    for header in OLLAMA_HEADERS:
         probe = subprocess.run(
             [cxx, "-std=c++17", "-fsyntax-only", "-x", "c++", "-"],
             input=f"#include <{header}>\n",
@@ -311,12 +312,11 @@ def check_ollama_headers(cxx: str) -> None:
             timeout=120,
         )
         if probe.returncode != 0:
-            missing.append(f"<{header}> (Debian package {package})")
+            missing.append(f"/usr/include/{header}")
     if missing:
         raise ToolMissing(
             "building Ollama from its Go module needs headers the module zip lacks (Go drops "
-            f"vendor/ subdirectories): {', '.join(missing)}; install them, e.g. "
-            f"`apt-get install {' '.join(OLLAMA_HEADER_PACKAGES.values())}`"
+            "vendor/ subdirectories): " + prereqs.missing_message(missing)
         )
 
 
@@ -457,7 +457,8 @@ def cached_build(
             work, out = tmp / "work", tmp / "out"
             work.mkdir()
             out.mkdir()
-            tarball = produce(work, out, _Run(f"{name} {version}", log_path, env))
+            with system.heartbeat(progress, f"{name} {version}", log_path):
+                tarball = produce(work, out, _Run(f"{name} {version}", log_path, env))
             if tarball.parent != out:
                 raise LabBuildError(f"{name}: the tarball must be written into {out}, got {tarball}")
             digest = write_sha256_file(tarball)

@@ -37,7 +37,7 @@ from typing import Any
 
 from llmkit.errors import ConfigError, LlmkitError
 from llmkit.lab import inventory as inv
-from llmkit.lab import machines, network, services, system
+from llmkit.lab import machines, network, prereqs, services, system
 from llmkit.lab.services import ServicePaths
 
 DEFAULT_STATE_DIR = Path("/var/lib/llmkit/lab")
@@ -64,17 +64,17 @@ SSH_OPTIONS: tuple[str, ...] = (
     "ConnectTimeout=10",
 )
 
-#: Program → Debian package, for everything ``up`` runs on the controller.
-REQUIRED_PROGRAMS: tuple[tuple[str, str], ...] = (
-    ("systemd-nspawn", "systemd-container"),
-    ("debootstrap", "debootstrap"),
-    ("apt-cacher-ng", "apt-cacher-ng"),
-    ("nginx", "nginx"),
-    ("ip", "iproute2"),
-    ("nsenter", "util-linux"),
-    ("ssh", "openssh-client"),
-    ("ssh-keygen", "openssh-client"),
-    ("systemctl", "systemd"),
+#: Every program ``up`` runs on the controller (their Debian packages: llmkit/data/prereqs.yaml).
+REQUIRED_PROGRAMS: tuple[str, ...] = (
+    "systemd-nspawn",
+    "debootstrap",
+    "apt-cacher-ng",
+    "nginx",
+    "ip",
+    "nsenter",
+    "ssh",
+    "ssh-keygen",
+    "systemctl",
 )
 
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+@:=,-]*$")
@@ -104,23 +104,20 @@ class LabCommandError(LlmkitError, subprocess.CalledProcessError):
 
 
 #: What ``down`` needs: it only signals processes and deletes interfaces and files.
-DOWN_PROGRAMS: tuple[tuple[str, str], ...] = (("ip", "iproute2"), ("umount", "mount"))
+DOWN_PROGRAMS: tuple[str, ...] = ("ip", "umount")
 
 
-def preflight(programs: Sequence[tuple[str, str]] = REQUIRED_PROGRAMS) -> None:
-    """Refuse (exit 2) without root or without the programs ``up`` needs, saying what to install."""
+def preflight(programs: Sequence[str] = REQUIRED_PROGRAMS) -> None:
+    """Refuse (exit 2) without root or without the programs ``up`` needs, with the one message
+    that names ``llmkit lab prereqs``."""
     problems = []
     if os.geteuid() != 0:
         problems.append(
             "llmkit lab must run as root (it creates network interfaces and boots machines): use sudo"
         )
-    missing = [(program, package) for program, package in programs if system.which(program) is None]
-    if missing:
-        packages = list(dict.fromkeys(package for _, package in missing))
-        problems.append(
-            f"missing {', '.join(program for program, _ in missing)}: "
-            f"install them with `apt-get install {' '.join(packages)}`"
-        )
+    lacking = prereqs.missing(programs)
+    if lacking:
+        problems.append(prereqs.missing_message(lacking))
     if problems:
         raise LlmkitError("; ".join(problems))
 
@@ -603,7 +600,30 @@ def _down(lab: Lab, say: Progress) -> list[str]:
         if path.exists():
             path.unlink()
             removed.append(f"{what} {path}")
+            say(f"removed {what} {path}")
     return removed
+
+
+#: What ``down`` leaves in the state directory, and why (everything else there is the lab's own).
+KEPT_IN_STATE = {
+    "pki": "the lab's CA, host and client certificates (a new `up` reuses them)",
+    "ssh": "the lab's SSH key (a new `up` reuses it)",
+    "mirror": "the artefact mirror's content (Ollama, node_exporter, models)",
+    "logs": "the machines' and services' logs",
+    "apt-cacher-ng": "the caching proxy's configuration",
+    "run": "the services' runtime directory",
+    "mirror-nginx.conf": "the mirror's nginx configuration",
+}
+
+
+def kept(state_dir: Path | str = DEFAULT_STATE_DIR) -> list[tuple[Path, str]]:
+    """What is left in ``state_dir`` after ``down``: each path with what it is."""
+    state = Path(state_dir).expanduser().absolute()
+    try:
+        entries = sorted(p for p in state.iterdir() if p.name != LOCK_FILE)
+    except OSError:
+        return []
+    return [(p, KEPT_IN_STATE.get(p.name, "not made by the lab")) for p in entries]
 
 
 def down(state_dir: Path | str = DEFAULT_STATE_DIR, *, progress: Progress | None = None) -> list[str]:

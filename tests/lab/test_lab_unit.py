@@ -29,14 +29,14 @@ from llmkit.cli import main
 from llmkit.errors import ConfigError, LlmkitError
 from llmkit.lab import inventory as inv
 from llmkit.lab import lab as labmod
-from llmkit.lab import machines, network, services, system
+from llmkit.lab import machines, network, prereqs, services, system
 
 ROOT = Path(__file__).resolve().parents[2]
 # Not the subnet of any real lab (the e2e tests use 10.94 and 10.98, `llmkit lab up` 10.97,
 # bench/lab.py 10.96): down() in these tests looks for machines, links and namespaces by the
 # names it derives from the subnet, and must never meet a running lab's.
 NET = ipaddress.IPv4Network("10.199.77.0/24")
-ALL_PROGRAMS = {program for program, _ in labmod.REQUIRED_PROGRAMS}
+ALL_PROGRAMS = set(labmod.REQUIRED_PROGRAMS)
 
 
 def fake_which(present: set[str]) -> Any:
@@ -73,16 +73,18 @@ def test_preflight_names_the_missing_programs_and_the_packages_to_install(
     with pytest.raises(LlmkitError) as caught:
         labmod.preflight()
     message = str(caught.value)
-    assert "missing systemd-nspawn, debootstrap, apt-cacher-ng, nginx" in message
-    assert "`apt-get install systemd-container debootstrap apt-cacher-ng nginx`" in message
-    assert "root" not in message
+    assert message == prereqs.missing_message(["systemd-nspawn", "debootstrap", "apt-cacher-ng", "nginx"])
+    assert "systemd-nspawn (Debian package systemd-container)" in message
+    assert "nginx (Debian package nginx-light)" in message
+    assert "`uv run --frozen llmkit lab prereqs` as root" in message
+    assert "must run as root" not in message
 
 
 def test_preflight_for_down_needs_only_root_and_ip(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(shutil, "which", fake_which({"ip", "umount"}))
     labmod.preflight(labmod.DOWN_PROGRAMS)
-    with pytest.raises(LlmkitError, match="missing systemd-nspawn"):
+    with pytest.raises(LlmkitError, match=r"missing prerequisite\(s\): systemd-nspawn"):
         labmod.preflight()
 
 
@@ -92,14 +94,15 @@ def test_cli_up_refuses_without_root_with_exit_2_and_no_traceback(monkeypatch: p
     result = CliRunner().invoke(main, ["lab", "up", "--state-dir", "/nonexistent/lab"])
     assert result.exit_code == 2
     assert "must run as root" in result.output
-    assert "apt-get install systemd-container debootstrap apt-cacher-ng nginx" in result.output
+    assert "systemd-nspawn (Debian package systemd-container)" in result.output
+    assert "llmkit lab prereqs" in result.output
     assert "Traceback" not in result.output
     assert not Path("/nonexistent/lab").exists()
 
 
 def test_cli_up_without_go_refuses_before_making_anything(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    lab_programs = {program for program, _ in labmod.REQUIRED_PROGRAMS}
+    lab_programs = set(labmod.REQUIRED_PROGRAMS)
     monkeypatch.setattr(shutil, "which", fake_which(lab_programs))  # everything but go
     result = CliRunner().invoke(main, ["lab", "up", "--state-dir", "/nonexistent/lab"])
     assert result.exit_code == 2, result.output
@@ -264,9 +267,8 @@ def test_apt_and_pip_go_through_the_controller_proxy() -> None:
     assert pip["global"]["cert"] == "/" + machines.CA_BUNDLE_IN_HOST
 
 
+@pytest.mark.needs("ssh-keygen")
 def test_configure_root_makes_a_copy_of_the_image_into_one_host(tmp_path: Path) -> None:
-    if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen (openssh-client) is not installed")
     root = tmp_path / "root"
     for directory in ("etc/ssh", "etc/apt/apt.conf.d", "etc/ssl", "root"):
         (root / directory).mkdir(parents=True)
@@ -431,7 +433,7 @@ def test_the_mirror_serves_read_only_on_the_lab_address_with_a_rate(tmp_path: Pa
     )
 
 
-@pytest.mark.skipif(shutil.which("nginx", path=system.SBIN_PATH) is None, reason="nginx not installed")
+@pytest.mark.needs("nginx")
 def test_nginx_accepts_the_generated_mirror_config(tmp_path: Path) -> None:
     p = paths(tmp_path)
     p.mirror_dir.mkdir(parents=True)
@@ -774,6 +776,33 @@ def test_down_removes_a_half_made_lab_and_signals_no_stranger(tmp_path: Path) ->
     finally:
         stranger.kill()
         stranger.wait()
+
+
+@pytest.mark.needs("root", "ip", "umount")
+def test_cli_down_says_each_removal_once_and_lists_what_it_kept(tmp_path: Path) -> None:
+    lab = planned(tmp_path, ["gpu1"])
+    (lab.hosts[0].root / "etc").mkdir(parents=True)
+    for kept in ("pki", "ssh", "mirror", "logs", "run"):
+        (lab.state_dir / kept).mkdir(exist_ok=True)
+    lab.save()
+    labmod.write_inventory(lab)
+
+    result = CliRunner().invoke(main, ["lab", "down", "--state-dir", str(lab.state_dir)])
+
+    assert result.exit_code == 0, result.output
+    for item in (
+        f"root {lab.hosts[0].root}",
+        f"inventory {lab.inventory_path}",
+        f"state file {lab.state_file}",
+    ):
+        assert result.output.count(item) == 1, result.output
+    assert "removed 3 item(s); kept:" in result.output
+    for kept in ("pki", "ssh", "mirror", "logs", "run"):
+        line = next(
+            line for line in result.output.splitlines() if line.startswith(f"  {lab.state_dir / kept}  (")
+        )
+        assert labmod.KEPT_IN_STATE[kept] in line
+    assert "the image, build and apt caches in" in result.output
 
 
 def test_remove_tree_refuses_anything_outside_its_directory(tmp_path: Path) -> None:
