@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -16,12 +17,64 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from llmkit.config import StackConfig, load_stack
+from llmkit.lab import builds, prereqs
+from llmkit.lab import lab as labmod
 from llmkit.mirror import wheels
 from llmkit.mirror.bundle import HOST_REQUIREMENTS
 from llmkit.plan import PlannedResource, record
 
 ROOT = Path(__file__).resolve().parent.parent
 AWS_REGION = "eu-central-1"
+
+
+# --- prerequisites: one behaviour, one message -------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs(*items): programs, absolute file paths, python3.X or root the test needs; a missing one "
+        "fails the test with the one message that names `llmkit lab prereqs` (never a skip)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    wanted = dict.fromkeys(arg for mark in item.iter_markers("needs") for arg in mark.args)
+    lacking = prereqs.missing(wanted)
+    if lacking:
+        pytest.fail(prereqs.missing_message(lacking), pytrace=False)
+
+
+#: What building Ollama and node_exporter from their Go modules needs.
+NEEDS_BUILDS = pytest.mark.needs("go", "gcc", "g++", *(f"/usr/include/{h}" for h in builds.OLLAMA_HEADERS))
+#: What a lab (nspawn hosts, their services and the builds published to its mirror) needs.
+NEEDS_LAB = pytest.mark.needs("root", *labmod.REQUIRED_PROGRAMS, *NEEDS_BUILDS.args)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """No test skips silently: a skip (a test's own or a plugin's) is reported as a failure with
+    its reason, so a run that cannot test something says so and fails."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"a test may not skip here; it was skipped: {reason}"
+    return report
+
+
+@pytest.fixture(scope="session")
+def terminal_progress(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Progress of the lab's long first steps (debootstrap, the Go builds) on the terminal, past
+    pytest's capture, so a first run that takes minutes is never silent."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def say(message: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            sys.stderr.write(f"\nlab: {message}\n")
+            sys.stderr.flush()
+
+    return say
 
 
 class Recorded:

@@ -254,7 +254,7 @@ def test_library_errors_are_typed(ca_dir: Path) -> None:
 
 # --- git guard ------------------------------------------------------------------------------------
 
-needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+needs_git = pytest.mark.needs("git")
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -252,13 +252,14 @@ def ensure_image(
         started = time.monotonic()
         try:
             os.chmod(build, 0o755)
-            run_checked(
-                debootstrap_argv(build / "root", mirrors.archive, suite, packages),
-                "debootstrap",
-                timeout=DEBOOTSTRAP_TIMEOUT,
-                log=log,
-            )
-            prepare_image(build / "root", mirrors, suite)
+            with system.heartbeat(progress, "debootstrap", log):
+                run_checked(
+                    debootstrap_argv(build / "root", mirrors.archive, suite, packages),
+                    "debootstrap",
+                    timeout=DEBOOTSTRAP_TIMEOUT,
+                    log=log,
+                )
+                prepare_image(build / "root", mirrors, suite)
             system.unmount_below(build)
             os.rename(build / "root", target)
         finally:

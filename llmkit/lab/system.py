@@ -26,8 +26,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
@@ -271,6 +272,51 @@ def locked(path: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: How often a long step (debootstrap, a Go build) reports that it is still running.
+HEARTBEAT_SECONDS = 30.0
+
+
+def last_line(log: Path, width: int = 100) -> str:
+    """The last non-empty line of ``log`` (read from its end), cut to ``width`` characters."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@contextlib.contextmanager
+def heartbeat(
+    progress: Callable[[str], None] | None, what: str, log: Path, every: float = HEARTBEAT_SECONDS
+) -> Iterator[None]:
+    """While the block runs, tell ``progress`` every ``every`` seconds how long ``what`` has run
+    and the last line of its log, so a long first step is never silent on the terminal."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            line = last_line(log)
+            progress(
+                f"{what}: still running, {time.monotonic() - started:.0f} s" + (f" ({line})" if line else "")
+            )
+
+    thread = threading.Thread(target=beat, name=f"heartbeat {what}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,6 @@ import pytest
 from components.fleet import host_data, render_user_data
 from llmkit.artifacts import artifact, load_artifacts
 from llmkit.config import load_stack
-from llmkit.errors import LlmkitError
 from llmkit.lab import builds, tiny_model
 from llmkit.lab import lab as labmod
 from llmkit.mirror.bundle import BundleOptions, build_bundle
@@ -53,9 +52,9 @@ from llmkit.mirror.manifest import Manifest
 from llmkit.mirror.pull import pull_local
 from llmkit.mirror.push import S3Target, push_s3
 from llmkit.placement import place_models
-from tests.conftest import WHEEL_CACHE, fetched_once, pip_download
+from tests.conftest import NEEDS_LAB, WHEEL_CACHE, fetched_once, pip_download
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_LAB]
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.93.0.0/24"  # its own: never another test's lab or an admin's
@@ -90,15 +89,14 @@ def awscli_wheels() -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labmod.Lab]:
-    try:
-        labmod.preflight()
-    except LlmkitError as exc:
-        pytest.skip(str(exc))
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, terminal_progress: Callable[[str], None]
+) -> Iterator[labmod.Lab]:
+    labmod.preflight()  # NEEDS_LAB has failed the test already when a program is missing
     state_dir = tmp_path_factory.mktemp("lab")
     try:
-        made = labmod.up([HOST], state_dir, subnet=SUBNET)
-        builds.publish(made.mirror_dir)
+        made = labmod.up([HOST], state_dir, subnet=SUBNET, progress=terminal_progress)
+        builds.publish(made.mirror_dir, progress=terminal_progress)
         yield made
     finally:
         labmod.down(state_dir)

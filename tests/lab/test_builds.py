@@ -19,7 +19,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,9 @@ from llmkit.artifacts import artifact
 from llmkit.files import sha256_file
 from llmkit.lab import builds, tiny_model
 from playbooks.deploys.models import merge_modelfile_command
+from tests.conftest import NEEDS_BUILDS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_BUILDS]
 
 
 def free_port() -> int:
@@ -90,13 +91,13 @@ def cache_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def ollama_build(cache_dir: Path) -> builds.Build:
-    return builds.build_ollama(cache_dir)
+def ollama_build(cache_dir: Path, terminal_progress: Callable[[str], None]) -> builds.Build:
+    return builds.build_ollama(cache_dir, terminal_progress)
 
 
 @pytest.fixture(scope="module")
-def node_exporter_build(cache_dir: Path) -> builds.Build:
-    return builds.build_node_exporter(cache_dir)
+def node_exporter_build(cache_dir: Path, terminal_progress: Callable[[str], None]) -> builds.Build:
+    return builds.build_node_exporter(cache_dir, terminal_progress)
 
 
 def extract(tgz: Path, dest: Path) -> Path:

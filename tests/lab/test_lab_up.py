@@ -17,16 +17,16 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from llmkit.errors import LlmkitError
 from llmkit.lab import lab as labmod
 from llmkit.lab import machines, network, system
+from tests.conftest import NEEDS_LAB
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_LAB]
 
 SUBNET = "10.98.0.0/24"
 HOSTS = ["proxy", "gpu1"]
@@ -35,17 +35,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labmod.Lab]:
-    try:
-        labmod.preflight()
-    except LlmkitError as exc:
-        pytest.skip(str(exc))
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, terminal_progress: Callable[[str], None]
+) -> Iterator[labmod.Lab]:
+    labmod.preflight()  # NEEDS_LAB has failed the test already when a program is missing
     state_dir = tmp_path_factory.mktemp("lab")
     try:
         started = time.monotonic()
-        made = labmod.up(
-            HOSTS, state_dir, subnet=SUBNET, progress=lambda m: print(f"lab: {m}", file=sys.stderr)
-        )
+        made = labmod.up(HOSTS, state_dir, subnet=SUBNET, progress=terminal_progress)
         print(f"lab up in {time.monotonic() - started:.1f} s ({made.timings})", file=sys.stderr)
         yield made
     finally:

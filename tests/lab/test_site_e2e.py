@@ -23,7 +23,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,9 @@ from llmkit.mirror.manifest import Manifest
 from llmkit.mirror.pull import pull_local
 from llmkit.mirror.push import push_dir
 from playbooks.deploys.reverse_proxy import TLS_DIR, UPSTREAM_TLS_NAME
+from tests.conftest import NEEDS_LAB
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NEEDS_LAB]
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = ["proxy", "gpu1", "gpu2"]
@@ -80,12 +81,14 @@ def tail(result: subprocess.CompletedProcess[str], chars: int = 6000) -> str:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labmod.Lab]:
-    labmod.preflight()
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, terminal_progress: Callable[[str], None]
+) -> Iterator[labmod.Lab]:
+    labmod.preflight()  # NEEDS_LAB has failed the test already when a program is missing
     state_dir = tmp_path_factory.mktemp("lab")
     try:
-        made = labmod.up(HOSTS, state_dir, cache_dir=cache_dir(), subnet=SUBNET)
-        builds.publish(made.mirror_dir, cache_dir())
+        made = labmod.up(HOSTS, state_dir, cache_dir=cache_dir(), subnet=SUBNET, progress=terminal_progress)
+        builds.publish(made.mirror_dir, cache_dir(), progress=terminal_progress)
         labmod.write_inventory(made, site_data(made))
         yield made
     finally:

@@ -13,10 +13,8 @@ deploy from the bundle's playbooks and runs a fact against ``@local``.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from click.testing import CliRunner
 
 from components.fleet import USER_DATA_TEMPLATE
 from llmkit.cli import main
+from llmkit.lab import prereqs
 from llmkit.mirror import wheels
 from llmkit.mirror.bundle import HOST_REQUIREMENTS
 from llmkit.mirror.manifest import Manifest
@@ -49,18 +48,6 @@ def serve_index(server: FileServer, directory: Path) -> str:
     for project, links in projects.items():
         server.files[f"simple/{project}/"] = f"<html><body>{'<br/>'.join(links)}</body></html>".encode()
     return f"{server.url}/simple/"
-
-
-def interpreter(version: str) -> str | None:
-    """A CPython ``version`` on this machine: pyenv's, else one on PATH."""
-    home = Path.home() / ".pyenv" / "versions"
-    found = sorted(glob.glob(str(home / f"{version}.*" / "bin" / f"python{version}")))
-    if found:
-        return found[-1]
-    on_path = shutil.which(f"python{version}")
-    if on_path and subprocess.run([on_path, "-V"], capture_output=True).returncode == 0:
-        return on_path
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +80,12 @@ def test_the_bundle_holds_one_wheel_per_pin_and_python(bundle: Path, host_wheels
             assert any(set(wheels.parse_wheel_filename(n)[3]) & accepted for n in mine), (pin, version)
 
 
-@pytest.mark.parametrize("version", PYTHONS)
+@pytest.mark.parametrize("version", [pytest.param(v, marks=pytest.mark.needs(f"python{v}")) for v in PYTHONS])
 def test_the_hosts_install_pyinfra_from_the_bundle_and_run_the_playbooks(
     bundle: Path, tmp_path: Path, version: str
 ) -> None:
-    python = interpreter(version)
-    if python is None:
-        pytest.skip(f"no CPython {version} on this machine")
+    python = prereqs.find_python(version)
+    assert python is not None  # the needs marker has failed the test otherwise
     root = tmp_path / "root"
     published = CliRunner().invoke(
         main, ["mirror", "push", str(bundle), "--to-dir", str(root / "opt/llmkit")]

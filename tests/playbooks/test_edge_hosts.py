@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
 from pyinfra.connectors.fake import FakeConnector
 
+from llmkit.lab import system
 from playbooks.deploys import firewall as fw
 from playbooks.deploys import hardening as hd
 from playbooks.deploys import reverse_proxy as rp
@@ -251,7 +251,7 @@ def test_tls_material_from_pki_dir_and_host_data(tmp_path: Path, pki: dict[str, 
 
 # --- real nginx -t --------------------------------------------------------------------------------
 
-NGINX = shutil.which("nginx")
+NGINX = system.which("nginx")
 
 
 def nginx_check(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
@@ -292,7 +292,7 @@ def write_tls(tmp_path: Path, pki: dict[str, str], role: str, client_ca: bool) -
     return tls
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+@pytest.mark.needs("nginx")
 @pytest.mark.parametrize("mtls", [False, True])
 def test_nginx_accepts_the_proxy_config(tmp_path: Path, pki: dict[str, str], mtls: bool) -> None:
     ctx = rp.proxy_context(
@@ -304,7 +304,7 @@ def test_nginx_accepts_the_proxy_config(tmp_path: Path, pki: dict[str, str], mtl
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+@pytest.mark.needs("nginx")
 def test_nginx_accepts_the_terminator_config(tmp_path: Path, pki: dict[str, str]) -> None:
     ctx = rp.terminator_context(data(model_bind_address="127.0.0.1", model_port=18443), None)
     ctx["tls_dir"] = str(write_tls(tmp_path, pki, "gpu", False))
@@ -313,7 +313,7 @@ def test_nginx_accepts_the_terminator_config(tmp_path: Path, pki: dict[str, str]
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+@pytest.mark.needs("nginx")
 def test_nginx_check_can_fail(tmp_path: Path) -> None:
     """The check above is real: a broken directive is rejected."""
     result = nginx_check(tmp_path, "server { ssl_protocols TLSv9; }\n")
@@ -392,7 +392,7 @@ def test_firewall_refuses_peers_without_an_address() -> None:
         fw.firewall_context("gpu-1", ["gpu"], data(), peers)
 
 
-NFT = shutil.which("nft")
+NFT = system.which("nft")
 
 
 def nft_check(path: Path) -> subprocess.CompletedProcess[str]:
@@ -401,14 +401,12 @@ def nft_check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(NFT is None, reason="nftables not installed (apt-get install -y nftables)")
+@pytest.mark.needs("nft", "root")  # nft -c needs CAP_NET_ADMIN
 @pytest.mark.parametrize("groups", [["proxy"], ["gpu"], ["proxy", "gpu"], []])
 def test_nft_accepts_the_ruleset(tmp_path: Path, groups: list[str]) -> None:
     path = tmp_path / "nftables.conf"
     path.write_text(ruleset(groups))
     result = nft_check(path)
-    if result.returncode != 0 and "Operation not permitted" in result.stderr:
-        pytest.skip("nft -c needs CAP_NET_ADMIN here")
     assert result.returncode == 0, result.stderr
     path.write_text(ruleset(groups).replace("policy drop;", "policy dropp;"))
     assert nft_check(path).returncode != 0

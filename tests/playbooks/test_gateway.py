@@ -17,7 +17,6 @@ import http.server
 import ipaddress
 import os
 import re
-import shutil
 import socket
 import ssl
 import stat
@@ -42,6 +41,7 @@ from pyinfra.connectors.fake import FakeConnector
 
 from llmkit.errors import ConfigError, ConfigErrors
 from llmkit.gateway import MANAGEMENT_PATH_PREFIXES, litellm_release
+from llmkit.lab import system
 from playbooks import site
 from playbooks.deploys import firewall as fw
 from playbooks.deploys import gateway as gw
@@ -554,10 +554,10 @@ def test_unit_is_hardened(hosts: dict[str, Any]) -> None:
     assert "After=network-online.target" in unit_lines(external)
 
 
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+SYSTEMD_ANALYZE = system.which("systemd-analyze")
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")
+@pytest.mark.needs("systemd-analyze")
 def test_systemd_accepts_the_unit(tmp_path: Path, hosts: dict[str, Any]) -> None:
     litellm = tmp_path / "litellm"  # the real binary is in the virtualenv on the host
     litellm.write_text("#!/bin/sh\n")
@@ -799,7 +799,7 @@ def _on_tmp(command: str, tmp_path: Path) -> str:
     return text if os.geteuid() == 0 else text.replace('chown root:root "$f"; ', "")
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+@pytest.mark.needs("openssl")
 def test_secrets_are_made_once_on_the_host(tmp_path: Path) -> None:
     names = ["LITELLM_MASTER_KEY", "LITELLM_SALT_KEY", "DATABASE_URL"]
     script = _on_tmp(gw.secrets_command(names), tmp_path)
@@ -911,7 +911,7 @@ def test_reverse_proxy_deploy_uses_the_gateway_pool(
     assert "allow 10.99.0.0/24;" in body
 
 
-NGINX = shutil.which("nginx")
+NGINX = system.which("nginx")
 
 
 def proxy_tls_dir(tmp_path: Path, hosts: dict[str, Any], pki: Pki) -> Path:
@@ -926,7 +926,7 @@ def proxy_tls_dir(tmp_path: Path, hosts: dict[str, Any], pki: Pki) -> Path:
     return tls
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+@pytest.mark.needs("nginx")
 def test_nginx_accepts_the_proxy_config_with_gateways(
     tmp_path: Path, hosts: dict[str, Any], pki: Pki
 ) -> None:
@@ -999,18 +999,16 @@ def test_firewall_model_port_also_from_the_gateway_group() -> None:
     ]
 
 
-NFT = shutil.which("nft")
+NFT = system.which("nft")
 
 
-@pytest.mark.skipif(NFT is None, reason="nftables not installed (apt-get install -y nftables)")
+@pytest.mark.needs("nft", "root")  # nft -c needs CAP_NET_ADMIN
 def test_nft_accepts_the_gateway_ruleset(tmp_path: Path) -> None:
     path = tmp_path / "nftables.conf"
     path.write_text(ruleset(["gateway"]))
     result = subprocess.run(
         [NFT or "nft", "-c", "-f", str(path)], capture_output=True, text=True, check=False
     )
-    if result.returncode != 0 and "Operation not permitted" in result.stderr:
-        pytest.skip("nft -c needs CAP_NET_ADMIN here")
     assert result.returncode == 0, result.stderr
 
 
@@ -1081,7 +1079,7 @@ def _get(port: int, path: str, ca: Path) -> tuple[int, str]:
     return response.status, response.read().decode(errors="replace")
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx not installed (apt-get install -y nginx-light)")
+@pytest.mark.needs("nginx")
 @pytest.mark.parametrize("admin", [False, True])
 def test_real_nginx_sends_requests_to_the_gateways_and_guards_management(
     tmp_path: Path, hosts: dict[str, Any], pki: Pki, stand_in_gateway: int, admin: bool

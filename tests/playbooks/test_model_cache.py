@@ -9,9 +9,7 @@ on pyinfra's ``@fake`` connector with the listing canned.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -55,9 +53,8 @@ def nitro_lsblk(
     return json.dumps({"blockdevices": disks}, indent=3)
 
 
+@pytest.mark.needs("lsblk")
 def test_this_machines_own_lsblk_output_parses() -> None:
-    if not shutil.which("lsblk"):
-        pytest.skip("no lsblk here")
     out = subprocess.run(mc.LSBLK.split(), capture_output=True, text=True, check=True).stdout
     disks = mc.parse_lsblk(out)
     assert disks and all(d.path.startswith("/dev/") and d.size >= 0 for d in disks)
@@ -131,7 +128,7 @@ def test_no_listing_is_a_clear_error() -> None:
         run_deploy(CACHE, None)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("losetup"), reason="needs root and losetup")
+@pytest.mark.needs("root", "losetup")
 def test_the_format_command_on_a_real_block_device(tmp_path: Path) -> None:
     image = tmp_path / "volume.img"
     with image.open("wb") as f:

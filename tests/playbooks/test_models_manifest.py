@@ -12,7 +12,6 @@ import functools
 import json
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import textwrap
@@ -43,9 +42,7 @@ FREE_PLENTY = {"--output=avail": ["Avail", str(500 * 2**30)]}
 OLLAMA_LIST = "NAME                ID              SIZE      MODIFIED\n"
 TINY_SERVED = "tiny-r1:latest    1a2b3c4d5e6f    10 kB    1 day ago\n"
 
-needs_tools = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("sh", "curl", "wc", "cat")), reason="needs sh, curl, wc, cat"
-)
+needs_tools = pytest.mark.needs("sh", "curl", "wc", "cat")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -103,7 +102,7 @@ def test_alert_thresholds_follow_the_alarms_model() -> None:
     assert by_name["LlmkitGpuUtilizationHigh"]["for"] == "3m"
 
 
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+needs_promtool = pytest.mark.needs("promtool")
 
 
 @needs_promtool
@@ -245,10 +244,7 @@ def tarball(path: Path, member_name: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-needs_tools = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in ("bash", "tar", "sha256sum", "install")),
-    reason="coreutils/tar missing",
-)
+needs_tools = pytest.mark.needs("bash", "tar", "sha256sum", "install")
 
 
 @needs_tools
@@ -612,9 +608,7 @@ def access_log_line(**values: str) -> str:
     return line
 
 
-needs_mtail = pytest.mark.skipif(
-    shutil.which("mtail") is None, reason="mtail not installed (apt-get install mtail)"
-)
+needs_mtail = pytest.mark.needs("mtail")
 
 
 @needs_mtail

@@ -271,9 +271,7 @@ def test_free_disk_space_fact_runs_with_the_real_df(tmp_path: Path) -> None:
 
 # --- the download script, run for real ----------------------------------------------------------
 
-needs_tools = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("bash", "curl", "sha256sum")), reason="needs bash, curl, sha256sum"
-)
+needs_tools = pytest.mark.needs("bash", "curl", "sha256sum")
 
 
 def run_script(src: str, dest: Path, sha: str) -> subprocess.CompletedProcess[str]:
