@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
 from llmkit.catalog import load_catalog
+from llmkit.cli import main
 from llmkit.commands.size import size as size_command
 from llmkit.errors import ConfigError
 from llmkit.sizing import size
 
 
-def _main() -> click.Group | None:
-    """The real `llmkit` group, or None while a sibling command cannot be imported yet."""
-    try:
-        from llmkit.cli import main
-    except ImportError:
-        return None
-    return main
-
-
-MAIN = _main()
-needs_main = pytest.mark.skipif(MAIN is None, reason="llmkit.cli does not import yet (llmkit.commands.plan)")
-
-
 def run(*args: str) -> Result:
-    """`llmkit size ARGS` through the real group when it imports, else the command itself."""
-    if MAIN is not None:
-        return CliRunner().invoke(MAIN, ["size", *args])
-    return CliRunner().invoke(size_command, list(args))
+    """`llmkit size ARGS` through the real `llmkit` group."""
+    return CliRunner().invoke(main, ["size", *args])
 
 
 def test_human_output_shows_the_arithmetic_and_the_best_choice() -> None:
@@ -133,7 +118,6 @@ def test_bad_input_raises_config_error_from_the_command() -> None:
     assert result.exception.key == "quantization"
 
 
-@needs_main
 @pytest.mark.parametrize(
     ("args", "message"),
     [
