@@ -1,19 +1,25 @@
 """One module per CLI verb."""
 
+from __future__ import annotations
+
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from llmkit.errors import LlmkitError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Tables stay readable when output goes to a pipe, a CI log or a file (rich assumes 80).
 PIPE_WIDTH = 140
 
 
 def make_console() -> Console:
+    from rich.console import Console  # imported here: rich takes a tenth of a second to import
+
     console = Console(highlight=False)
     return console if console.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
 
