@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from llmkit.commands import make_console
+from llmkit.commands import UserErrorGroup, make_console
 from llmkit.errors import EXIT_FINDINGS, EXIT_OK, ConfigError
 from llmkit.policy import Report, evaluate, load_rules, resources_from_graph
-from llmkit.policy_catalogue import CATALOGUE_PATH, render_catalogue
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 POLICY_CONFIG_HELP = (
     "A JSON file of rule settings, {rule name: {setting: value}}: the same file "
@@ -44,6 +44,8 @@ def load_policy_config(path: Path | None) -> dict[str, dict[str, Any]]:
 def print_report(console: Console, report: Report) -> None:
     """The violations table (rule, resource, message, severity) and a one-line verdict."""
     if report.violations:
+        from rich.table import Table
+
         table = Table(title="policy violations")
         table.add_column("rule", no_wrap=True)  # rule names stay whole: reviewers grep for them
         for col in ("resource", "message", "severity", "enforcement"):
@@ -73,9 +75,14 @@ def exit_code(report: Report) -> int:
     return EXIT_FINDINGS if report.mandatory else EXIT_OK
 
 
-@click.group()
+@click.group(cls=UserErrorGroup)
 def policy() -> None:
-    """The policy pack (policies/): evaluate a plan graph, or write the rule catalogue."""
+    """The policy pack (policies/): evaluate a plan graph, or write the rule catalogue.
+
+    Exit codes: 0 ok (no mandatory rule violated; the catalogue written or up to date),
+    1 findings (a mandatory rule violated; with `catalogue --check`, a catalogue out of date),
+    2 usage or configuration error (a bad graph or settings file, an unknown rule or setting).
+    """
 
 
 @policy.command()
@@ -90,7 +97,7 @@ def check(graph: Path, policy_config: Path | None) -> None:
     """
     try:
         data = json.loads(graph.read_text(encoding="utf-8"))
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(
             key="GRAPH", value=str(graph), accepted="a JSON graph from llmkit plan --json", message=str(exc)
         ) from None
@@ -114,7 +121,12 @@ def check(graph: Path, policy_config: Path | None) -> None:
     help="Exit 1 if policies/README.md is out of date instead of writing it.",
 )
 def catalogue(check_only: bool) -> None:
-    """Write policies/README.md, the catalogue of every rule, from the rules' metadata."""
+    """Write policies/README.md, the catalogue of every rule, from the rules' metadata.
+
+    Exit 0 when written (or, with --check, up to date), 1 with --check when it is out of date.
+    """
+    from llmkit.policy_catalogue import CATALOGUE_PATH, render_catalogue
+
     text = render_catalogue(load_rules())
     current = CATALOGUE_PATH.read_text(encoding="utf-8") if CATALOGUE_PATH.exists() else ""
     if check_only:

@@ -2,7 +2,10 @@
 
 Taggable means what pulumi-aws says: the resource class accepts a ``tags`` argument. The type token maps
 to the class (``aws:ec2/vpc:Vpc`` -> ``pulumi_aws.ec2.Vpc``, module ``index`` -> ``pulumi_aws``,
-``lambda`` -> ``pulumi_aws.lambda_``), and the answer is cached per token.
+``lambda`` -> ``pulumi_aws.lambda_``), and the answer is cached per token. The class's signature is read
+from its source file (``pulumi_aws/ec2/vpc.py``, the one that registers the token) without importing it:
+pulumi-aws's modules take seconds to import, which an offline ``llmkit policy check`` should not pay.
+Where the file is not found, the class is imported and inspected.
 
 The provider's default tags count (pulumi-aws stamps them on every taggable resource), with two
 exceptions where they do not reach what matters:
@@ -17,10 +20,13 @@ exceptions where they do not reach what matters:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from llmkit.config import REQUIRED_TAGS
@@ -33,6 +39,56 @@ MODULES = {"index": "pulumi_aws", "lambda": "pulumi_aws.lambda_"}
 
 
 @cache
+def _package_dir(name: str) -> Path | None:
+    """Where package ``name`` is installed (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
+def _source(type_: str, module_name: str) -> bytes | None:
+    """The pulumi-aws source that registers ``type_``: ``<module>/<snake_case name>.py``, as bytes."""
+    root = _package_dir("pulumi_aws")
+    if root is None:
+        return None
+    directory = root.joinpath(*module_name.split(".")[1:])
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", type_.split(":")[1].split("/", 1)[-1]).lower()
+    quoted = (f"'{type_}'".encode(), f'"{type_}"'.encode())
+    for candidate in (directory / f"{snake}.py", *sorted(directory.glob("*.py"))):
+        try:
+            source = candidate.read_bytes()
+        except OSError:
+            continue
+        if any(q in source for q in quoted) and b"def _internal_init(" in source:
+            return source
+    return None
+
+
+def _init_parameters(source: bytes) -> list[str] | None:
+    """The parameter names of the resource class's ``_internal_init``, read from its generated source
+    (one parameter per line: ``name: annotation = default,``)."""
+    found = re.search(rb"def _internal_init\((.*?)\):\n", source, re.DOTALL)
+    if found is None:
+        return None
+    names = [re.match(rb"\s*(\w+)\s*(?:[:=,]|$)", line) for line in found.group(1).split(b"\n")]
+    return [n.group(1).decode() for n in names if n is not None]
+
+
+def _imported_parameters(module_name: str, class_name: str) -> list[str] | None:
+    with warnings.catch_warnings():  # loading a module announces its deprecated resources
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name, None)
+        except ImportError:
+            return None
+    init = getattr(cls, "_internal_init", None)
+    return None if init is None else list(inspect.signature(init).parameters)
+
+
+@cache
 def taggable(type_: str) -> bool | None:
     """Whether the pulumi-aws class of ``type_`` takes ``tags``; None when no such class is found."""
     parts = type_.split(":")
@@ -40,16 +96,11 @@ def taggable(type_: str) -> bool | None:
         return None
     service = parts[1].split("/", 1)[0]
     module_name = MODULES.get(service, f"pulumi_aws.{service}")
-    with warnings.catch_warnings():  # loading a module announces its deprecated resources
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            cls = getattr(importlib.import_module(module_name), parts[2], None)
-        except ImportError:
-            return None
-    init = getattr(cls, "_internal_init", None)
-    if init is None:
-        return None
-    return "tags" in inspect.signature(init).parameters
+    source = _source(type_, module_name)
+    parameters = _init_parameters(source) if source is not None else None
+    if parameters is None:
+        parameters = _imported_parameters(module_name, parts[2])
+    return None if parameters is None else "tags" in parameters
 
 
 def _own_tags(resource: Resource, keys: Sequence[str]) -> dict[str, str]:
