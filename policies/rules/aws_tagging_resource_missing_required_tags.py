@@ -5,7 +5,8 @@ to the class (``aws:ec2/vpc:Vpc`` -> ``pulumi_aws.ec2.Vpc``, module ``index`` ->
 ``lambda`` -> ``pulumi_aws.lambda_``), and the answer is cached per token. The class's signature is read
 from its source file (``pulumi_aws/ec2/vpc.py``, the one that registers the token) without importing it:
 pulumi-aws's modules take seconds to import, which an offline ``llmkit policy check`` should not pay.
-Where the file is not found, the class is imported and inspected.
+Where the module is imported already (a plan, CrossGuard), or the file is not found, the class is
+inspected.
 
 The provider's default tags count (pulumi-aws stamps them on every taggable resource), with two
 exceptions where they do not reach what matters:
@@ -23,6 +24,7 @@ import importlib
 import importlib.util
 import inspect
 import re
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
@@ -96,10 +98,16 @@ def taggable(type_: str) -> bool | None:
         return None
     service = parts[1].split("/", 1)[0]
     module_name = MODULES.get(service, f"pulumi_aws.{service}")
+    if module_name in sys.modules:  # already imported (a plan, a CrossGuard run): ask the class
+        return _takes_tags(_imported_parameters(module_name, parts[2]))
     source = _source(type_, module_name)
     parameters = _init_parameters(source) if source is not None else None
     if parameters is None:
         parameters = _imported_parameters(module_name, parts[2])
+    return _takes_tags(parameters)
+
+
+def _takes_tags(parameters: list[str] | None) -> bool | None:
     return None if parameters is None else "tags" in parameters
 
 
