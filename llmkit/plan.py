@@ -173,7 +173,11 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     return state
 
 
-def _make_recorder(region: str) -> Any:
+# Told the number of resources registered so far, after each registration (progress display).
+OnRegister = Callable[[int], None]
+
+
+def _make_recorder(region: str, on_register: OnRegister | None = None) -> Any:
     """Build the recording monitor and mocks (imports pulumi lazily: it is slow to import)."""
     from google.protobuf import json_format
     from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
@@ -242,6 +246,8 @@ def _make_recorder(region: str) -> Any:
                         arn=arn if isinstance(arn, str) else None,
                     )
                 )
+                if on_register is not None:
+                    on_register(len(self.recorded))
             return response
 
     return RecordingMonitor()
@@ -258,9 +264,12 @@ class Plan:
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
-    def component_of(self, resource: PlannedResource) -> str:
+    def component_of(
+        self, resource: PlannedResource, by_urn: Mapping[str, PlannedResource] | None = None
+    ) -> str:
         """The top-level component a resource belongs to (or '(stack)' for top-level ones)."""
-        by_urn = {r.urn: r for r in self.resources}
+        if by_urn is None:
+            by_urn = {r.urn: r for r in self.resources}
         top = resource
         while top.parent and top.parent in by_urn:
             top = by_urn[top.parent]
@@ -268,9 +277,10 @@ class Plan:
 
     def resources_per_component(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
+        by_urn = {r.urn: r for r in self.resources}
         for r in self.resources:
             if r.custom:
-                counts[self.component_of(r)] += 1
+                counts[self.component_of(r, by_urn)] += 1
         return dict(sorted(counts.items()))
 
     def to_graph(self) -> dict[str, Any]:
@@ -331,11 +341,12 @@ def record(
     region: str = "eu-central-1",
     config: Mapping[str, str] | None = None,
     secret_keys: list[str] | None = None,
+    on_register: OnRegister | None = None,
 ) -> tuple[list[PlannedResource], dict[str, Any]]:
     """Run ``program`` on Pulumi's mock runtime; return what it registered and exported.
 
     Every plan and every component test goes through here, so tests see exactly the graph
-    that `llmkit plan` writes.
+    that `llmkit plan` writes. ``on_register`` is told the count after each registration.
     """
     import pulumi
     from pulumi.runtime import mocks as pulumi_mocks
@@ -344,7 +355,7 @@ def record(
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    monitor = _make_recorder(region)
+    monitor = _make_recorder(region, on_register)
     settings.set_root_resource(None)  # type: ignore[arg-type]  # a fresh Stack per run
     set_all_config(dict(config or {}), secret_keys or [])
     pulumi_mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
@@ -369,10 +380,11 @@ def record(
     return list(monitor.recorded), outputs
 
 
-def run_plan(stack: str, project_dir: Path | None = None) -> Plan:
+def run_plan(stack: str, project_dir: Path | None = None, on_register: OnRegister | None = None) -> Plan:
     """Validate the stack's config, then run the program offline and record its graph.
 
-    Bad config raises ``ConfigErrors`` before any part of the program runs.
+    Bad config raises ``ConfigErrors`` before any part of the program runs. ``on_register`` is
+    told the number of resources registered so far, after each one (for a progress display).
     """
     project_dir = find_project_dir(project_dir)
     stack_file = project_dir / "stacks" / f"Pulumi.{stack}.yaml"
@@ -380,18 +392,20 @@ def run_plan(stack: str, project_dir: Path | None = None) -> Plan:
     cfg = load_stack(stack, project_dir)
     placements = place_models(cfg, source=str(stack_file))
     program = project_dir / "__main__.py"
+    project = _project_name(project_dir)
     started = time.perf_counter()
     config, secret_keys = _runtime_config(stack_file)
     resources, outputs = record(
         lambda: runpy.run_path(str(program), run_name="__main__"),
-        project=_project_name(project_dir),
+        project=project,
         stack=stack,
         region=cfg.region,
         config=config,
         secret_keys=secret_keys,
+        on_register=on_register,
     )
     return Plan(
-        project=_project_name(project_dir),
+        project=project,
         stack=stack,
         config=cfg,
         placements=placements,

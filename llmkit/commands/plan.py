@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -10,10 +13,42 @@ from rich.table import Table
 
 from llmkit.commands import make_console
 from llmkit.commands.policy import POLICY_CONFIG_HELP, exit_code, load_policy_config, print_report
-from llmkit.plan import find_project_dir, run_plan, summarise, write_graph
+from llmkit.plan import OnRegister, find_project_dir, run_plan, summarise, write_graph
 from llmkit.policy import evaluate, load_rules, resources_from_graph
 
 REGION_RULE = "aws-provider-region-enforce-allowlist"
+
+
+def on_a_terminal() -> bool:
+    """Whether a person is watching: stdout and stderr both a terminal (not a pipe, a file or CI)."""
+    return sys.stdout.isatty() and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+class _Registered:
+    """The progress line: how many resources the program has registered so far."""
+
+    def __init__(self, stack: str) -> None:
+        self.stack = stack
+        self.count = 0
+
+    def __call__(self, count: int) -> None:
+        self.count = count  # rendered by the status line's own refresh, a few times a second
+
+    def __rich__(self) -> str:
+        return f"planning {self.stack}: {self.count} resource{'' if self.count == 1 else 's'} registered"
+
+
+@contextmanager
+def progress(stack: str, shown: bool) -> Iterator[OnRegister | None]:
+    """A transient status line on stderr while the program runs, when ``shown``; else nothing."""
+    if not shown:
+        yield None
+        return
+    from rich.console import Console
+
+    registered = _Registered(stack)
+    with Console(stderr=True, highlight=False).status(registered):
+        yield registered
 
 
 @click.command()
@@ -54,9 +89,11 @@ def plan(
     Validates stacks/Pulumi.STACK.yaml, runs the Pulumi program on Pulumi's mock runtime,
     prints resources per component, the sizing decisions and the outputs, and evaluates the
     policy pack (policies/) over the planned graph. Exit 1 when a mandatory rule is violated.
+    On a terminal, a status line counts the resources registered while the program runs.
     """
     settings = load_policy_config(policy_config)  # a bad file stops before planning
-    result = run_plan(stack, find_project_dir(project_dir))
+    with progress(stack, on_a_terminal()) as on_register:
+        result = run_plan(stack, find_project_dir(project_dir), on_register=on_register)
     # Data residency: unless the settings file says otherwise, the stack's own allow-list.
     residency = settings.setdefault(REGION_RULE, {})
     residency.setdefault("allowed_regions", list(result.config.allowed_regions))
