@@ -19,7 +19,10 @@ Decisions, for reviewers:
   ``O_CREAT | O_EXCL`` with mode 0600 (keys) or 0644 (certificates), fsynced, then linked into
   place (``link``: fails if the target exists, so nothing is clobbered) or, for ``--force``,
   renamed over it. A key is never readable by others, not even for an instant, and a crash leaves
-  no half-written file under a real name. The directory is created 0700.
+  no half-written file under a real name. The directory is created 0700; ``init`` into an existing
+  directory tightens it to 0700 when it is the caller's own, and refuses one owned by another user
+  or holding entries another user owns (whoever could write there could have planted a file or a
+  link where a key is about to go).
 - **Never in git**: ``init`` writes ``DIR/.gitignore`` containing ``*`` before any key. Then, and on
   every ``issue``, when DIR is inside a git work tree (any repository, llmkit's included), git is
   asked (``git check-ignore``) whether the key about to be written is ignored; if it is not (the
@@ -45,6 +48,7 @@ import ipaddress
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -224,6 +228,40 @@ def ensure_not_tracked(directory: Path, files: Sequence[str]) -> None:
             )
 
 
+def private_directory(directory: Path) -> int | None:
+    """Make DIR the caller's own and 0700; the mode it had when it was wider, else None.
+
+    Refused (LlmkitError) when DIR (a link is followed) is owned by another user, or holds an
+    entry another user owns: the CA key must not go where someone else could already have put a
+    file, or could open the directory again. The checks and the ``chmod`` go through one open
+    descriptor of the directory, so they apply to the same directory.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        info = os.fstat(fd)
+        me = os.geteuid()
+        if info.st_uid != me:
+            raise LlmkitError(
+                f"{directory} is owned by uid {info.st_uid}, not by you (uid {me}): a CA key does not go "
+                "into a directory another user controls. Use a new directory (init creates it 0700), "
+                "or chown it to yourself first."
+            )
+        foreign = sorted(
+            entry.name for entry in os.scandir(fd) if entry.stat(follow_symlinks=False).st_uid != me
+        )
+        if foreign:
+            raise LlmkitError(
+                f"{directory} holds {', '.join(foreign)}, owned by another user: refusing to create a CA "
+                "there. Use a new directory (init creates it 0700)."
+            )
+        old = stat.S_IMODE(info.st_mode)
+        if old != DIR_MODE:
+            os.fchmod(fd, DIR_MODE)
+        return old if old & 0o077 else None
+    finally:
+        os.close(fd)
+
+
 # --- CA -------------------------------------------------------------------------------------------
 
 
@@ -274,6 +312,7 @@ def init_ca(
             "it issued would stop verifying. Use another directory for a new CA."
         )
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    private_directory(directory)
     ignore = directory / GITIGNORE
     if not ignore.exists():
         write_file(ignore, b"*\n", CERT_MODE)

@@ -118,6 +118,62 @@ def test_init_refuses_an_existing_ca(ca_dir: Path) -> None:
     assert (ca_dir / "ca.key").read_bytes() == before
 
 
+@pytest.mark.parametrize("loose", [0o755, 0o777, 0o750], ids=lambda m: f"{m:04o}")
+def test_init_into_an_existing_open_directory_tightens_it_to_0700(tmp_path: Path, loose: int) -> None:
+    directory = tmp_path / "pki"
+    directory.mkdir()
+    directory.chmod(loose)
+    result = run("init", directory)
+    assert result.exit_code == 0, result.output
+    assert mode(directory) == 0o700
+    assert f"was mode {loose:04o}: tightened to 0700" in result.output
+    assert mode(directory / "ca.key") == 0o600
+
+
+def test_init_into_an_existing_0700_directory_says_nothing_about_modes(tmp_path: Path) -> None:
+    directory = tmp_path / "pki"
+    directory.mkdir(mode=0o700)
+    result = run("init", directory)
+    assert result.exit_code == 0 and "tightened" not in result.output
+    assert lib.private_directory(directory) is None
+
+
+def test_init_through_a_link_tightens_the_directory_it_names(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o755)
+    (tmp_path / "link").symlink_to(real)
+    assert run("init", tmp_path / "link").exit_code == 0
+    assert mode(real) == 0o700 and (real / "ca.key").is_file()
+
+
+OTHER_UID = 65534  # nobody
+
+
+@pytest.mark.needs("root")
+def test_init_refuses_a_directory_another_user_owns(tmp_path: Path) -> None:
+    directory = tmp_path / "pki"
+    directory.mkdir(mode=0o755)
+    os.chown(directory, OTHER_UID, OTHER_UID)
+    result = run("init", directory)
+    assert result.exit_code == 2
+    assert f"owned by uid {OTHER_UID}" in result.output and "not by you" in result.output
+    assert list(directory.iterdir()) == [] and mode(directory) == 0o755  # untouched
+
+
+@pytest.mark.needs("root")
+def test_init_refuses_a_directory_holding_another_users_files(tmp_path: Path) -> None:
+    """An open directory may already hold a planted file or link: it is refused, not reused."""
+    directory = tmp_path / "pki"
+    directory.mkdir(mode=0o777)
+    planted = directory / ".gitignore"
+    planted.symlink_to("/etc/passwd")
+    os.chown(planted, OTHER_UID, OTHER_UID, follow_symlinks=False)
+    result = run("init", directory)
+    assert result.exit_code == 2
+    assert ".gitignore, owned by another user" in result.output
+    assert not (directory / "ca.key").exists()
+
+
 @pytest.mark.parametrize(("args", "message"), [(["--days", "0"], "--days"), (["--key-type", "rsa"], "rsa")])
 def test_init_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     result = run("init", tmp_path / "p", *args)

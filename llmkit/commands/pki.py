@@ -5,6 +5,7 @@ The layout, the key handling and the git guard are explained in :mod:`llmkit.pki
 
 from __future__ import annotations
 
+import stat
 import sys
 from pathlib import Path
 
@@ -42,8 +43,15 @@ def pki() -> None:
 )
 @click.option("--common-name", default=lib.DEFAULT_CA_COMMON_NAME, show_default=True, help="The CA's name.")
 def init(directory: Path, key_type: str, days: int, common_name: str) -> None:
-    """Create a CA in DIRECTORY (refused if one is there)."""
+    """Create a CA in DIRECTORY (refused if one is there).
+
+    DIRECTORY is created 0700; an existing one of yours is tightened to 0700, one owned by another
+    user (or holding another user's files) is refused.
+    """
+    before = stat.S_IMODE(directory.stat().st_mode) if directory.is_dir() else None
     ca = lib.init_ca(directory, key_type=key_type, days=days, common_name=common_name)
+    if before is not None and before & 0o077:
+        click.echo(f"{directory} was mode {before:04o}: tightened to {lib.DIR_MODE:04o}")
     click.echo(
         f"CA created: {directory / lib.CA_CERT} (key {directory / lib.CA_KEY}, mode 0600), "
         f"valid until {ca.cert.not_valid_after_utc:%Y-%m-%d}"
