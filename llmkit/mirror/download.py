@@ -10,6 +10,11 @@ place. A server that ignores ``Range`` gets one plain request per file (and a re
 
 Before any byte moves, the free space of the destination must hold 1.2 times what is left to
 fetch (:data:`DISK_HEADROOM`).
+
+Every file below the staging directory (the files, their parts, the resume state, the directories
+of a path like ``blobs/…``) is opened, made, renamed and removed through :mod:`llmkit.files`'s
+``*_inside`` operations: no link planted there is followed, and a path that is a link or not a
+regular file is refused (exit 2, naming it) before any byte moves.
 """
 
 from __future__ import annotations
@@ -40,8 +45,20 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from llmkit.files import (
+    UnsafePathError,
+    atomic_write_inside,
+    hash_inside,
+    lstat_inside,
+    open_inside,
+    read_inside,
+    regular_inside,
+    remove_inside,
+    replace_inside,
+    split_relpath,
+)
 from llmkit.mirror.auth import RegistryAuth, redact_url, strip_auth_on_redirect
-from llmkit.mirror.manifest import DigestMismatch, FileEntry, MirrorError, is_sha256, sha256_file
+from llmkit.mirror.manifest import DigestMismatch, FileEntry, MirrorError, is_sha256
 
 DISK_HEADROOM = 1.2
 DEFAULT_WORKERS = 8
@@ -51,6 +68,7 @@ DEFAULT_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 READ_BLOCK = 1 << 20
 STATE_FLUSH_S = 0.5
+MAX_STATE_BYTES = 16 << 20  # a resume state lists one number per chunk
 TIMEOUT_S = 60.0
 USER_AGENT = "llmkit-mirror/1"
 
@@ -182,8 +200,9 @@ def probe(blob: Blob, opts: Options, stats: Stats) -> _Probe:
 class _State:
     """``<part>.json``: the bytes on disk per chunk, flushed at most every STATE_FLUSH_S."""
 
-    def __init__(self, path: Path, key: dict[str, Any], chunks: list[tuple[int, int]]) -> None:
-        self.path = path
+    def __init__(self, root: Path, rel: str, key: dict[str, Any], chunks: list[tuple[int, int]]) -> None:
+        self.root = root
+        self.rel = rel
         self.key = key
         self.chunks = chunks
         self.done = [0] * len(chunks)
@@ -192,13 +211,16 @@ class _State:
 
     def load(self) -> bool:
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            doc = json.loads(read_inside(self.root, self.rel, limit=MAX_STATE_BYTES))
         except (OSError, ValueError):
             return False
         if doc.get("key") != self.key or len(doc.get("done", [])) != len(self.chunks):
             return False
         pairs = zip(doc["done"], self.chunks, strict=True)
-        self.done = [max(0, min(int(d), end - start)) for d, (start, end) in pairs]
+        try:
+            self.done = [max(0, min(int(d), end - start)) for d, (start, end) in pairs]
+        except (TypeError, ValueError):
+            return False
         return True
 
     def advance(self, index: int, nbytes: int) -> None:
@@ -214,21 +236,32 @@ class _State:
             self._flush()
 
     def _flush(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "done": self.done}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        # not fsynced: the part's bytes are not either, and a flush must not wait on the disk
+        doc = json.dumps({"key": self.key, "done": self.done}).encode()
+        atomic_write_inside(self.root, self.rel, doc, durable=False)
 
     @property
     def on_disk(self) -> int:
         return sum(self.done)
 
 
-def _part(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".part")
+def _part(rel: str) -> str:
+    return rel + ".part"
 
 
-def _state_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".part.json")
+def _state_path(rel: str) -> str:
+    return rel + ".part.json"
+
+
+def _digest(root: Path, rel: str) -> str:
+    return hash_inside(root, rel)[0]
+
+
+def _exists(root: Path, rel: str) -> bool:
+    try:
+        return lstat_inside(root, rel) is not None
+    except UnsafePathError:
+        return False
 
 
 def chunk_ranges(size: int, chunk: int, ranges: bool) -> list[tuple[int, int]]:
@@ -241,7 +274,8 @@ def chunk_ranges(size: int, chunk: int, ranges: bool) -> list[tuple[int, int]]:
 @dataclass
 class _Job:
     blob: Blob
-    dest: Path
+    root: Path  # the staging directory
+    rel: str  # the file's path below it (the blob's)
     size: int
     sha256: str | None
     ranges: bool
@@ -252,7 +286,7 @@ class _Job:
 def _fetch_chunk(job: _Job, index: int, opts: Options, stats: Stats, progress: Callable[[int], None]) -> None:
     assert job.state is not None
     start, end = job.state.chunks[index]
-    part = _part(job.dest)
+    part = _part(job.rel)
 
     def go() -> None:
         offset = start + job.state.done[index]  # type: ignore[union-attr]
@@ -270,7 +304,7 @@ def _fetch_chunk(job: _Job, index: int, opts: Options, stats: Stats, progress: C
             stats.add(requests=1)
             if job.ranges and resp.status != 206:
                 raise MirrorError(f"{redact_url(job.blob.url)}: asked for a range, got HTTP {resp.status}")
-            fd = os.open(part, os.O_WRONLY)
+            fd = open_inside(job.root, part, os.O_WRONLY)
             try:
                 while offset < end:
                     try:
@@ -327,19 +361,29 @@ def _progress(opts: Options, enabled: bool) -> Iterator[Progress | None]:
 
 
 def fetch_all(
-    blobs: Sequence[Blob], directory: Path, opts: Options | None = None
+    blobs: Sequence[Blob],
+    directory: Path,
+    opts: Options | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> tuple[list[FileEntry], Stats]:
-    """Fetch every blob into ``directory``; the verified entries in the blobs' order, and the stats."""
+    """Fetch every blob into ``directory``; the verified entries in the blobs' order, and the stats.
+
+    ``prepare`` runs once the preflight has passed, before the first write into ``directory``.
+    """
     opts = opts or Options()
     stats = Stats()
     directory.mkdir(parents=True, exist_ok=True)
     jobs: list[_Job] = []
     entries: dict[str, FileEntry] = {}
-    # 1. what is there, and what is left: no byte of a body moves before the preflight
+    # 1. what is there, and what is left: no byte of a body moves before the preflight. A file,
+    # its part or its state that is a link (or lies under one), or not a regular file, is refused.
     for blob in blobs:
-        dest = directory / blob.path
+        split_relpath(blob.path)
+        dest = regular_inside(directory, blob.path)
+        part_there = regular_inside(directory, _part(blob.path))
+        regular_inside(directory, _state_path(blob.path))
         known = blob.sha256 and blob.size is not None
-        if known and dest.is_file() and dest.stat().st_size == blob.size and sha256_file(dest) == blob.sha256:
+        if known and dest and dest.st_size == blob.size and _digest(directory, blob.path) == blob.sha256:
             entries[blob.path] = FileEntry(blob.path, blob.sha256, blob.size, blob.role)
             stats.skipped_files += 1
             continue
@@ -354,11 +398,11 @@ def fetch_all(
                 f"{blob.path}: no sha256 is known for {redact_url(blob.url)}; list it (URL SHA256 in the "
                 "URL list, or URL#sha256=<hex>)"
             )
-        if dest.is_file() and dest.stat().st_size == info.size and sha256_file(dest) == expected:
+        if dest and dest.st_size == info.size and _digest(directory, blob.path) == expected:
             entries[blob.path] = FileEntry(blob.path, expected, info.size, blob.role)
             stats.skipped_files += 1
             continue
-        job = _Job(blob, dest, info.size, expected, info.ranges)
+        job = _Job(blob, directory, blob.path, info.size, expected, info.ranges)
         key = {
             "url": redact_url(blob.url),
             "size": info.size,
@@ -366,21 +410,26 @@ def fetch_all(
             "chunk": opts.chunk_size,
             "ranges": info.ranges,
         }
-        job.state = _State(_state_path(dest), key, chunk_ranges(info.size, opts.chunk_size, info.ranges))
-        part = _part(dest)
-        if not (part.is_file() and part.stat().st_size == info.size and job.state.load()):
+        chunks = chunk_ranges(info.size, opts.chunk_size, info.ranges)
+        job.state = _State(directory, _state_path(blob.path), key, chunks)
+        if not (part_there and part_there.st_size == info.size and job.state.load()):
             job.state.done = [0] * len(job.state.chunks)
         jobs.append(job)
     left = sum(j.size - (j.state.on_disk if j.state else 0) for j in jobs)
     preflight(directory, left)
-    # 2. the part files, at their full size
+    if prepare is not None:
+        prepare()
+    # 2. the part files, at their full size (a new one made afresh, never written through)
     for job in jobs:
         assert job.state is not None
-        job.dest.parent.mkdir(parents=True, exist_ok=True)
-        part = _part(job.dest)
+        part = _part(job.rel)
         if job.state.on_disk == 0:
-            with part.open("wb") as f:
-                f.truncate(job.size)
+            remove_inside(directory, part)
+            fd = open_inside(directory, part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, create_dirs=True)
+            try:
+                os.ftruncate(fd, job.size)
+            finally:
+                os.close(fd)
         stats.resumed_bytes += job.state.on_disk
         job.state.flush()
     # 3. every chunk of every file on one pool; a file is verified once its last chunk lands
@@ -432,7 +481,7 @@ def fetch_all(
                 # after the pool has let its running chunks finish: their bytes count too
                 pool.shutdown(wait=True, cancel_futures=True)
                 for job in jobs:
-                    if job.state is not None and _part(job.dest).exists():
+                    if job.state is not None and _exists(job.root, _part(job.rel)):
                         job.state.flush()
     return [entries[b.path] for b in blobs], stats
 
@@ -440,14 +489,14 @@ def fetch_all(
 def _finish(job: _Job) -> FileEntry:
     assert job.state is not None and job.sha256 is not None
     job.state.flush()
-    part = _part(job.dest)
-    digest = sha256_file(part)
+    part = _part(job.rel)
+    digest = _digest(job.root, part)
     if digest != job.sha256:
-        part.unlink(missing_ok=True)
-        _state_path(job.dest).unlink(missing_ok=True)
+        remove_inside(job.root, part)
+        remove_inside(job.root, _state_path(job.rel))
         raise DigestMismatch(
             job.blob.path, job.sha256, digest, f" (from {redact_url(job.blob.url)}; the bad part was deleted)"
         )
-    os.replace(part, job.dest)
-    _state_path(job.dest).unlink(missing_ok=True)
+    replace_inside(job.root, part, job.rel)
+    remove_inside(job.root, _state_path(job.rel))
     return FileEntry(job.blob.path, job.sha256, job.size, job.blob.role)

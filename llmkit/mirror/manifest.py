@@ -16,7 +16,6 @@ file is which (``playbooks/deploys/models.py``: ``file``, ``sha256``, ``size``, 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +24,15 @@ from typing import Any
 
 from llmkit.artifacts import is_sha256
 from llmkit.errors import LlmkitError
-from llmkit.files import atomic_write, sha256_file
+from llmkit.files import (
+    UnsafePathError,
+    atomic_write_inside,
+    hash_inside,
+    iter_files_inside,
+    read_inside,
+)
+from llmkit.files import atomic_write as atomic_write  # re-exported for the mirror's modules
+from llmkit.files import sha256_file as sha256_file
 from llmkit.store_layout import MANIFEST_NAME
 
 SCHEMA = 1
@@ -109,7 +116,8 @@ class Manifest:
 
     def write(self, directory: Path) -> Path:
         """Write ``directory/manifest.json`` atomically (the last step of a pull or bundle)."""
-        return atomic_write(directory / MANIFEST_NAME, self.dumps())
+        atomic_write_inside(directory, MANIFEST_NAME, self.dumps())
+        return directory / MANIFEST_NAME
 
     @classmethod
     def loads(cls, data: bytes | str, where: str) -> Manifest:
@@ -145,7 +153,7 @@ class Manifest:
     def read(cls, directory: Path) -> Manifest:
         path = directory / MANIFEST_NAME
         try:
-            data = path.read_bytes()
+            data = read_inside(directory, MANIFEST_NAME)  # a link is refused, not followed
         except FileNotFoundError:
             raise MirrorError(
                 f"{path}: no mirror manifest (is {directory} a pulled model or bundle?)"
@@ -160,19 +168,25 @@ class Finding:
 
 
 def verify_dir(directory: Path, manifest: Manifest | None = None, strict: bool = False) -> list[Finding]:
-    """Re-hash every listed file; a finding per missing, resized or changed file (and, strict: unlisted)."""
+    """Re-hash every listed file; a finding per missing, resized or changed file (and, strict: unlisted).
+
+    Each file is read without following a link below ``directory`` (:func:`llmkit.files.hash_inside`):
+    a listed file that is a link, or lies under one, is a finding, never read.
+    """
     manifest = manifest or Manifest.read(directory)
     findings: list[Finding] = []
     for entry in manifest.files:
-        full = directory / entry.path
-        if not full.is_file() or full.is_symlink():
+        try:
+            digest, size = hash_inside(directory, entry.path)
+        except FileNotFoundError:
             findings.append(Finding(entry.path, "missing"))
             continue
-        size = full.stat().st_size
+        except UnsafePathError as exc:
+            findings.append(Finding(entry.path, f"refused, {exc.path} is {exc.problem.partition(';')[0]}"))
+            continue
         if size != entry.size:
             findings.append(Finding(entry.path, f"size {size} differs from the manifest's {entry.size}"))
             continue
-        digest = sha256_file(full)
         if digest != entry.sha256:
             findings.append(
                 Finding(entry.path, f"sha256 {digest} differs from the manifest's {entry.sha256}")
@@ -185,7 +199,5 @@ def verify_dir(directory: Path, manifest: Manifest | None = None, strict: bool =
 
 
 def local_files(directory: Path) -> Iterable[str]:
-    for root, _dirs, names in os.walk(directory):
-        for name in names:
-            full = Path(root) / name
-            yield full.relative_to(directory).as_posix()
+    """Everything below ``directory`` that is not a directory (links listed, never entered)."""
+    return iter_files_inside(directory)
