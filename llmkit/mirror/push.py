@@ -20,6 +20,13 @@ Targets:
 Everywhere: the local directory is verified against its manifest first, ``manifest.json`` is
 written only after every file is in place, and then objects under the prefix that the manifest
 no longer lists are deleted (the hosts refuse a bootstrap bundle with unlisted files).
+
+Staged files are read, and a ``--to-dir`` mirror is written, through :mod:`llmkit.files`'s
+``*_inside`` operations: a link in the staged directory (a file, or a parent like ``etc -> /etc``)
+or in the mirror (the prefix's directories, a file, a temporary name) is refused, never followed.
+``--to-dir`` writes and deletes only in ``<DIR>/<prefix>`` that is new, empty, a directory llmkit
+published (its ``manifest.json``, of the same kind), a push that was interrupted
+(:data:`PUSH_MARK`), or the kit's own place for what is pushed (``models/<slug>/``, ``bootstrap/``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
+import stat
 import threading
 import time
 import urllib.error
@@ -38,6 +45,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmkit.files import (
+    UnsafePathError,
+    atomic_write_inside,
+    copy_inside,
+    hash_inside,
+    iter_files_inside,
+    lstat_inside,
+    makedirs_inside,
+    open_inside,
+    read_inside,
+    reading_inside,
+    regular_inside,
+    remove_inside,
+    require_plain_tree,
+)
 from llmkit.mirror.auth import redact_url
 from llmkit.mirror.layout import default_prefix, normalize_prefix
 from llmkit.mirror.manifest import (
@@ -45,9 +67,6 @@ from llmkit.mirror.manifest import (
     FileEntry,
     Manifest,
     MirrorError,
-    atomic_write,
-    local_files,
-    sha256_file,
     verify_dir,
 )
 
@@ -55,6 +74,8 @@ MIN_PART = 5 << 20
 DEFAULT_PART = 64 << 20
 DEFAULT_WORKERS = 8
 META_SHA256 = "sha256"
+# Marks a --to-dir prefix as a push in progress (a first push that was interrupted has no manifest).
+PUSH_MARK = ".llmkit-push"
 
 
 @dataclass
@@ -162,7 +183,7 @@ def push_s3(directory: Path, target: S3Target, prefix: str | None = None) -> Pus
                 result.skipped.append(entry.path)
                 continue
             pending = [u for k, u in uploads if k == key]
-            _upload(s3, target, directory / entry.path, key, entry, key_id, pending, result)
+            _upload(s3, target, directory, key, entry, key_id, pending, result)
             result.uploaded.append(entry.path)
         # the manifest last: readers never see a manifest whose files are not all there
         body = manifest.dumps()
@@ -225,10 +246,13 @@ def _incomplete_uploads(s3: Any, bucket: str, prefix: str) -> list[tuple[str, st
     return [(k, u) for _, k, u in found]
 
 
-def _read_part(path: Path, number: int, part_size: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek((number - 1) * part_size)
-        return f.read(part_size)
+def _read_part(fd: int, number: int, part_size: int) -> bytes:
+    offset, chunks, left = (number - 1) * part_size, [], part_size
+    while left > 0 and (block := os.pread(fd, left, offset)):
+        chunks.append(block)
+        offset += len(block)
+        left -= len(block)
+    return b"".join(chunks)
 
 
 def _part_matches(part: dict[str, Any], data: bytes) -> bool:
@@ -243,19 +267,20 @@ def _part_matches(part: dict[str, Any], data: bytes) -> bool:
 def _upload(
     s3: Any,
     target: S3Target,
-    path: Path,
+    directory: Path,
     key: str,
     entry: FileEntry,
     key_id: str,
     pending: list[str],
     result: PushResult,
 ) -> None:
+    """Upload the staged ``directory/entry.path``, read without following a link."""
     meta = {META_SHA256: entry.sha256}
     if entry.size < target.part_size:
         for stale in pending:
             s3.abort_multipart_upload(Bucket=target.bucket, Key=key, UploadId=stale)
             result.aborted_uploads += 1
-        with path.open("rb") as f:
+        with reading_inside(directory, entry.path) as f:
             s3.put_object(
                 Bucket=target.bucket,
                 Key=key,
@@ -289,7 +314,7 @@ def _upload(
         )["UploadId"]
 
     def send(number: int) -> dict[str, Any]:
-        data = _read_part(path, number, target.part_size)
+        data = _read_part(fd, number, target.part_size)
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         old = have.get(number)
         if old is not None and _part_matches(old, data):
@@ -321,8 +346,12 @@ def _upload(
             stop.set()  # the parts not yet started are not sent
             raise
 
-    with ThreadPoolExecutor(max_workers=max(1, target.workers), thread_name_prefix="push") as pool:
-        sent = list(pool.map(guarded, range(1, count + 1)))
+    fd = open_inside(directory, entry.path, os.O_RDONLY)  # one descriptor: every part from one file
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, target.workers), thread_name_prefix="push") as pool:
+            sent = list(pool.map(guarded, range(1, count + 1)))
+    finally:
+        os.close(fd)
     # The upload stays (for a later resume) when a part fails: nothing above catches.
     s3.complete_multipart_upload(
         Bucket=target.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": sent}
@@ -332,31 +361,73 @@ def _upload(
 # --- a directory -------------------------------------------------------------------------------
 
 
+def _check_dest(dest_root: Path, prefix: str, manifest: Manifest) -> bool:
+    """``<dest_root>/<prefix>`` may be written and cleaned (see the module's docstring); True if
+    it holds a published manifest. A link in it or on the way to it is refused."""
+    dest = dest_root / prefix
+    rel = prefix.rstrip("/")
+    if rel:
+        st = lstat_inside(dest_root, rel)  # no link among the prefix's directories
+        if st is None:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise UnsafePathError(
+                dest, f"{kind}; refused (--to-dir writes only into directories, never a link)"
+            )
+    elif not dest_root.exists():
+        return False
+    elif not dest_root.is_dir():
+        raise MirrorError(f"--to-dir {dest_root}: not a directory")
+    published = regular_inside(dest_root, prefix + MANIFEST_NAME) is not None
+    marked = regular_inside(dest_root, prefix + PUSH_MARK) is not None
+    require_plain_tree(dest_root, prefix)
+    if published:
+        there = Manifest.loads(read_inside(dest_root, prefix + MANIFEST_NAME), str(dest / MANIFEST_NAME))
+        if there.kind != manifest.kind:
+            raise MirrorError(
+                f"--to-dir {dest}: holds a {there.kind}, not a {manifest.kind}; give another --prefix"
+            )
+        return True
+    empty = next(iter_files_inside(dest_root, prefix), None) is None
+    if marked or empty or prefix == default_prefix(manifest):
+        return False
+    raise MirrorError(
+        f"--to-dir {dest}: not empty and not a mirror directory llmkit published (no {MANIFEST_NAME}, "
+        f"no {PUSH_MARK}); refusing to write or delete there (give a new or empty directory or --prefix)"
+    )
+
+
 def push_dir(directory: Path, dest_root: Path, prefix: str | None = None) -> PushResult:
     manifest = _checked(directory)
     prefix = normalize_prefix(prefix) if prefix is not None else default_prefix(manifest)
     dest = dest_root / prefix
     result = PushResult(str(dest), prefix)
-    dest.mkdir(parents=True, exist_ok=True)
+    published = _check_dest(dest_root, prefix, manifest)
+    makedirs_inside(dest_root, prefix)
+    if not published:  # until the manifest is there, the mark says whose directory this is
+        atomic_write_inside(dest_root, prefix + PUSH_MARK, b"")
     for entry in manifest.files:
-        target = dest / entry.path
-        if target.is_file() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
+        rel = prefix + entry.path
+        there = regular_inside(dest_root, rel)
+        if there and there.st_size == entry.size and hash_inside(dest_root, rel)[0] == entry.sha256:
             result.skipped.append(entry.path)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(f".{target.name}.part")
-        shutil.copyfile(directory / entry.path, part)
-        if sha256_file(part) != entry.sha256:
-            part.unlink()
-            raise MirrorError(f"{target}: the copy does not match the manifest's sha256")
-        os.replace(part, target)
+
+        def check(digest: str, size: int, entry: FileEntry = entry) -> None:
+            if (digest, size) != (entry.sha256, entry.size):
+                raise MirrorError(f"{dest / entry.path}: the copy does not match the manifest's sha256")
+
+        with reading_inside(directory, entry.path) as src:
+            copy_inside(src, dest_root, rel, check)
         result.uploaded.append(entry.path)
         result.bytes_sent += entry.size
-    atomic_write(dest / MANIFEST_NAME, manifest.dumps())
-    listed = {e.path for e in manifest.files} | {MANIFEST_NAME}
-    for extra in sorted(set(local_files(dest)) - listed):
-        (dest / extra).unlink()
+    atomic_write_inside(dest_root, prefix + MANIFEST_NAME, manifest.dumps())
+    listed = {e.path for e in manifest.files} | {MANIFEST_NAME, PUSH_MARK}
+    for extra in sorted(set(iter_files_inside(dest_root, prefix)) - listed):
+        remove_inside(dest_root, prefix + extra)  # a link is removed itself, never followed
         result.deleted.append(extra)
+    remove_inside(dest_root, prefix + PUSH_MARK)
     return result
 
 
@@ -396,7 +467,7 @@ def push_http(directory: Path, base_url: str, prefix: str | None = None, retries
             result.skipped.append(entry.path)
             continue
         for attempt in range(retries + 1):
-            with (directory / entry.path).open("rb") as f:
+            with reading_inside(directory, entry.path) as f:  # a link is refused, not followed
                 status, _ = _http("PUT", url, f, entry.size)
             if status in (200, 201, 204):
                 break
