@@ -18,16 +18,17 @@ manifest); every wheel against the lock's hashes. Downloads go through
 :func:`llmkit.mirror.download.fetch_all` (parallel, resumable, retried, verified), so a re-run
 after an interruption fetches only what is missing.
 
-The directory is the bundle only: a non-empty ``--to`` without a bundle manifest is refused;
-a re-run removes the manifest first, writes it last, and deletes files the new bundle no
-longer lists (the hosts refuse unlisted files).
+The directory is the bundle only: a non-empty ``--to`` without a bundle manifest is refused,
+and so is one holding a symbolic link or a special file anywhere; a re-run removes the manifest
+first, writes it last, and deletes files the new bundle no longer lists (the hosts refuse
+unlisted files). Every write, read and removal below ``--to`` goes through
+:mod:`llmkit.files`'s ``*_inside`` operations, which follow no link.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,16 @@ from typing import Any
 import llmkit
 from llmkit.artifacts import Artifact, load_artifacts
 from llmkit.errors import ConfigError
+from llmkit.files import (
+    atomic_write_inside,
+    copy_inside,
+    hash_inside,
+    iter_files_inside,
+    regular_inside,
+    remove_empty_dirs_inside,
+    remove_inside,
+    require_plain_tree,
+)
 from llmkit.mirror import wheels
 from llmkit.mirror.auth import redact_url
 from llmkit.mirror.download import Blob, Options, Stats, fetch_all, preflight
@@ -47,7 +58,6 @@ from llmkit.mirror.manifest import (
     Manifest,
     MirrorError,
     is_sha256,
-    local_files,
     sha256_file,
 )
 
@@ -170,16 +180,20 @@ def source_files(root: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _check_target_dir(directory: Path) -> None:
-    """``--to`` must be new, empty, a bundle, or a bundle whose last run was interrupted."""
+    """``--to`` must be new, empty, a bundle, or a bundle whose last run was interrupted; and
+    hold no symbolic link or special file (refused, named)."""
     if not directory.exists():
         return
     if not directory.is_dir():
         raise MirrorError(f"--to {directory}: not a directory")
-    if (directory / MANIFEST_NAME).is_file():
+    has_manifest = regular_inside(directory, MANIFEST_NAME) is not None
+    has_mark = regular_inside(directory, STAGING_MARK) is not None
+    require_plain_tree(directory)
+    if has_manifest:
         if Manifest.read(directory).kind != "bundle":
             raise MirrorError(f"--to {directory}: holds a model, not a bundle; give another directory")
         return
-    if (directory / STAGING_MARK).is_file() or not any(directory.iterdir()):
+    if has_mark or not any(directory.iterdir()):
         return
     raise MirrorError(
         f"--to {directory}: not empty and not a bundle; refusing to write into it (give an empty or new "
@@ -187,23 +201,34 @@ def _check_target_dir(directory: Path) -> None:
     )
 
 
-def _copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_file() and dest.stat().st_size == src.stat().st_size and sha256_file(dest) == sha256_file(src):
-        return
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+def _copy(
+    src: Path, directory: Path, rel: str, sha256: str | None = None, label: str | None = None
+) -> tuple[str, int]:
+    """``src`` as ``directory/rel`` (left alone when it is there already): its (sha256, size).
+
+    With ``sha256``, the bytes copied must have it (``src`` may change after it was checked).
+    """
+    there = regular_inside(directory, rel)
+    if there is not None and there.st_size == src.stat().st_size:
+        digest, size = hash_inside(directory, rel)
+        if digest == (sha256 or sha256_file(src)):
+            return digest, size
+
+    def check(digest: str, _size: int) -> None:
+        if sha256 is not None and digest != sha256:
+            raise MirrorError(f"{label or rel}: {src} changed while it was copied; not bundled")
+
+    with src.open("rb") as f:
+        return copy_inside(f, directory, rel, check)
 
 
-def _copy_verified(src: Path, dest: Path, sha256: str, label: str) -> int:
+def _copy_verified(src: Path, directory: Path, rel: str, sha256: str, label: str) -> int:
     if not src.is_file():
         raise MirrorError(f"{label}: no such file {src}")
     digest = sha256_file(src)
     if digest != sha256:
         raise MirrorError(f"{label}: {src} has sha256 {digest}, not the expected {sha256}; not bundled")
-    _copy(src, dest)
-    return dest.stat().st_size
+    return _copy(src, directory, rel, sha256, label)[1]
 
 
 def _version() -> str:
@@ -240,19 +265,15 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
             f"{where}: the bundle needs exactly one pip wheel, found {sorted(pip_wheels) or 'none'}"
         )
 
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / STAGING_MARK).touch()
-    (directory / MANIFEST_NAME).unlink(missing_ok=True)
+    atomic_write_inside(directory, STAGING_MARK, b"")  # makes the directory too
+    remove_inside(directory, MANIFEST_NAME)
     entries: list[FileEntry] = []
     # 2. the sources and the lock (small, local)
     for rel, src in sources:
-        _copy(src, directory / rel)
-        entries.append(
-            FileEntry(rel, sha256_file(directory / rel), (directory / rel).stat().st_size, "source")
-        )
-    _copy(options.requirements, directory / "requirements.txt")
-    req = directory / "requirements.txt"
-    entries.append(FileEntry("requirements.txt", sha256_file(req), req.stat().st_size, "requirements"))
+        digest, size = _copy(src, directory, rel)
+        entries.append(FileEntry(rel, digest, size, "source"))
+    digest, size = _copy(options.requirements, directory, "requirements.txt")
+    entries.append(FileEntry("requirements.txt", digest, size, "requirements"))
     # 3. releases and wheels: local ones copied with a digest check, remote ones fetched
     blobs: list[Blob] = []
     local: list[tuple[Path, Blob]] = []
@@ -267,16 +288,16 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
     preflight(directory, sum(p.stat().st_size for p, _ in local if p.is_file()))
     for src, blob in local:
         assert blob.sha256 is not None
-        size = _copy_verified(src, directory / blob.path, blob.sha256, blob.path)
+        size = _copy_verified(src, directory, blob.path, blob.sha256, blob.path)
         entries.append(FileEntry(blob.path, blob.sha256, size, blob.role))
     fetched, stats = fetch_all(blobs, directory, opts)
     entries.extend(fetched)
     # 4. what an earlier bundle left and this one does not list
     listed = {e.path for e in entries}
     removed = []
-    for rel in sorted(local_files(directory)):
+    for rel in sorted(iter_files_inside(directory)):
         if rel not in (MANIFEST_NAME, STAGING_MARK) and rel not in listed:
-            (directory / rel).unlink()
+            remove_inside(directory, rel)  # a link is removed itself, never followed
             removed.append(rel)
     _prune_empty_dirs(directory)
     source = {
@@ -301,12 +322,9 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
     entries.sort(key=lambda e: e.path)
     manifest = Manifest("bundle", BUNDLE_MODEL, _version(), source, entries)
     manifest.write(directory)
-    (directory / STAGING_MARK).unlink(missing_ok=True)  # the manifest marks it from now on
+    remove_inside(directory, STAGING_MARK)  # the manifest marks it from now on
     return BundleResult(manifest, stats, len(selected), len(arts), removed)
 
 
 def _prune_empty_dirs(directory: Path) -> None:
-    for dirpath, _dirs, _files in sorted(os.walk(directory), key=lambda t: -len(t[0])):
-        path = Path(dirpath)
-        if path != directory and not any(path.iterdir()):
-            path.rmdir()
+    remove_empty_dirs_inside(directory)  # never enters a link
