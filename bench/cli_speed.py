@@ -1,0 +1,163 @@
+"""How fast the everyday commands are, next to Python's own start-up (issue 16's targets).
+
+Run from the repo root: `uv run python bench/cli_speed.py [--runs 5] [--bytecode]`.
+
+Every figure is a fresh process of the venv's interpreter (the one running this script) or of
+its `llmkit` script, as a user would start it; each command runs once untimed, then --runs
+times, and the median wall time is reported. The baseline is `python -c "import click"` with
+the same interpreter in the same run, so the ratios hold on a slower or busier machine:
+
+- `llmkit --help`, bare `llmkit`, `llmkit size deepseek-r1:7b`: within 3x the baseline;
+- `llmkit policy check graph.json` on a graph this script saves first (`llmkit plan prod
+  --json`, in a temporary directory): under 1 s;
+- `llmkit plan prod`: under 3 s of planning (the "planned in" figure it prints: running the
+  Pulumi program on the mock runtime, which includes importing pulumi and pulumi-aws).
+
+Python compiles every module it imports from source when it has no bytecode for it: when
+PYTHONDONTWRITEBYTECODE is set and the venv was installed without compiling (uv's default),
+that is every run, and it is most of the time of a command that imports pulumi-aws. The
+script says which case it measured. `--bytecode` measures the other case: it lets Python
+write bytecode into a private cache in its temporary directory (PYTHONPYCACHEPREFIX; the venv
+is not touched) and warms it before timing.
+
+It exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RATIO_TARGET = 3.0
+POLICY_CHECK_TARGET_S = 1.0
+PLAN_TARGET_S = 3.0
+PLANNED = re.compile(r"planned in ([0-9.]+) s")
+
+
+@dataclass
+class Timing:
+    wall: float  # median wall time, s
+    cpu: float  # median CPU time (user + system) of the process, s: less moved by a busy machine
+    outputs: list[str]
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], env: dict[str, str], runs: int) -> Timing:
+    """``argv`` run ``runs`` times after one untimed run: median wall and CPU time, each stdout."""
+    outputs: list[str] = []
+    walls: list[float] = []
+    cpus: list[float] = []
+    for i in range(runs + 1):
+        cpu, started = _cpu(), time.perf_counter()
+        done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+        wall, cpu = time.perf_counter() - started, _cpu() - cpu
+        if done.returncode not in (0, 1):  # 1 is a finding (a policy violation), not a failure
+            sys.exit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
+        if i:
+            walls.append(wall)
+            cpus.append(cpu)
+            outputs.append(done.stdout)
+    return Timing(statistics.median(walls), statistics.median(cpus), outputs)
+
+
+def bytecode_state(env: dict[str, str]) -> str:
+    import click  # where the venv keeps it: is there bytecode beside it?
+
+    compiled = any(Path(click.__file__).parent.glob("__pycache__/*.pyc"))
+    if env.get("PYTHONPYCACHEPREFIX"):
+        return f"private cache {env['PYTHONPYCACHEPREFIX']} (warmed)"
+    if env.get("PYTHONDONTWRITEBYTECODE"):
+        return "in the venv" if compiled else "off: PYTHONDONTWRITEBYTECODE is set and the venv has none"
+    return "written on first import (the usual case)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", "-n", type=int, default=5, help="timed runs per command (default 5)")
+    parser.add_argument("--stack", default="prod")
+    parser.add_argument("--model", default="deepseek-r1:7b")
+    parser.add_argument(
+        "--bytecode", action="store_true", help="let Python cache bytecode in a private temporary directory"
+    )
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    python = sys.executable
+    llmkit = str(Path(python).with_name("llmkit"))
+    missed: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ)
+        if args.bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        graph = Path(tmp) / "graph.json"
+
+        print(f"python {sys.version.split()[0]} ({python}), {os.cpu_count()} CPUs, {args.runs} runs each")
+        print(f"bytecode: {bytecode_state(env)}")
+        load_before = os.getloadavg()[0]
+        print(f"\n{'command':<36} {'wall':>8} {'ratio':>7} {'cpu':>8}  target")
+
+        click = timed([python, "-c", "import click"], env, args.runs)
+
+        def row(label: str, t: Timing, target: str = "", met: bool | None = None) -> None:
+            verdict = "" if met is None else f"{target}: {'met' if met else 'MISSED'}"
+            print(f"{label:<36} {t.wall:7.3f}s {t.wall / click.wall:6.2f}x {t.cpu:7.3f}s  {verdict}")
+            if met is False:
+                missed.append(label)
+
+        row('python -c "import click"', click)
+        for label, argv in (
+            ("llmkit --help", [llmkit, "--help"]),
+            ("llmkit", [llmkit]),
+            (f"llmkit size {args.model}", [llmkit, "size", args.model]),
+        ):
+            t = timed(argv, env, args.runs)
+            row(label, t, f"<= {RATIO_TARGET:g}x", t.wall / click.wall <= RATIO_TARGET)
+
+        plan = timed([llmkit, "plan", args.stack, "--json", str(graph)], env, args.runs)
+        planned = [float(m.group(1)) for out in plan.outputs if (m := PLANNED.search(out))]
+        if len(planned) != len(plan.outputs):
+            sys.exit(f"llmkit plan {args.stack} printed no 'planned in' figure")
+        row(f"llmkit plan {args.stack}", plan)
+        planning = statistics.median(planned)
+        met = planning < PLAN_TARGET_S
+        print(f"{'  of which planning':<36} {planning:7.3f}s {'':>7} {'':>8}  ", end="")
+        print(f"< {PLAN_TARGET_S:g} s: {'met' if met else 'MISSED'}")
+        if not met:
+            missed.append(f"llmkit plan {args.stack} (planning)")
+
+        check = timed([llmkit, "policy", "check", str(graph)], env, args.runs)
+        row(
+            "llmkit policy check graph.json",
+            check,
+            f"< {POLICY_CHECK_TARGET_S:g} s",
+            check.wall < POLICY_CHECK_TARGET_S,
+        )
+
+    load_after = os.getloadavg()[0]
+    print(f"\nload average (1 min): {load_before:.2f} before, {load_after:.2f} after")
+    if max(load_before, load_after) > (os.cpu_count() or 1) / 2:
+        print("note: the machine was busy: other processes inflate the wall times (the ratios and CPU less)")
+    print("all targets met" if not missed else f"missed: {', '.join(missed)}")
+    return 0 if not missed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
