@@ -214,7 +214,10 @@ class _State:
             doc = json.loads(read_inside(self.root, self.rel, limit=MAX_STATE_BYTES))
         except (OSError, ValueError):
             return False
-        if doc.get("key") != self.key or len(doc.get("done", [])) != len(self.chunks):
+        # a state that is not what this run would write (planted, stale, truncated): start afresh
+        if not isinstance(doc, dict) or doc.get("key") != self.key:
+            return False
+        if not isinstance(doc.get("done"), list) or len(doc["done"]) != len(self.chunks):
             return False
         pairs = zip(doc["done"], self.chunks, strict=True)
         try:

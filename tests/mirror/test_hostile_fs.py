@@ -128,6 +128,23 @@ def test_pull_refuses_resume_state_linked_outside(
     refused(res, pulled / "b.gguf.part.json", "a symbolic link")
 
 
+@pytest.mark.parametrize("state", [b"[1, 2]", b'{"key": null, "done": 5}', b'{"done": "x"}', b"\xff"])
+def test_a_malformed_resume_state_starts_the_file_afresh(
+    file_server: FileServer, tmp_path: Path, state: bytes
+) -> None:
+    b = data(3 << 20, 2)
+    file_server.files["b.gguf"] = b
+    file_server.cut_at["b.gguf"] = (1 << 20) + 10
+    out = tmp_path / "staged"
+    url = f"{file_server.url}/b.gguf#sha256={sha(b)}"
+    args = ["pull", "tiny-r1:latest", "--to", str(out), "--url", url, "--no-progress"]
+    assert run(*args, "--retries", "0", "--workers", "1", "--chunk-size", str(1 << 20)).exit_code == 2
+    (out / "b.gguf.part.json").write_bytes(state)  # what a planted or damaged state holds
+    res = run(*args, "--chunk-size", str(1 << 20))
+    assert res.exit_code == 0, res.output
+    assert (out / "b.gguf").read_bytes() == b
+
+
 def test_pull_refuses_a_temporary_file_linked_outside(
     file_server: FileServer, pulled: Path, outside: Outside
 ) -> None:
