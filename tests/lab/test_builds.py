@@ -29,7 +29,7 @@ import pytest
 from llmkit.artifacts import artifact
 from llmkit.files import sha256_file
 from llmkit.lab import builds, tiny_model
-from playbooks.deploys.models import merge_modelfile_command
+from playbooks.deploys.models import merged_modelfile, parse_directives
 from tests.conftest import NEEDS_BUILDS
 
 pytestmark = [pytest.mark.e2e, NEEDS_BUILDS]
@@ -199,14 +199,12 @@ def test_chat_answers_through_the_r1_template(ollama: Ollama, tiny: str) -> None
 
 
 def test_the_models_deploy_modelfile_merge_creates_a_working_model(ollama: Ollama, tmp_path: Path) -> None:
-    """What playbooks/deploys/models.py runs on a host: its FROM + the mirror Modelfile's directives."""
+    """What playbooks/deploys/models.py gives a host: its FROM + the mirror Modelfile's directives."""
     stage = tmp_path / "staging"
     gguf_path, mirror_modelfile = tiny_model.write_model(stage)
     merged = stage / "Modelfile.merged"
-    command = merge_modelfile_command(
-        str(gguf_path), str(mirror_modelfile), str(merged), ("PARAMETER num_ctx 256",)
-    )
-    subprocess.run(["bash", "-c", command], check=True)
+    ours = parse_directives("PARAMETER num_ctx 256", from_allowed=False)
+    merged.write_text(merged_modelfile(str(gguf_path), mirror_modelfile.read_text(), ours))
     lines = merged.read_text().splitlines()
     assert lines[0] == f"FROM {gguf_path}" and sum(line.startswith("FROM ") for line in lines) == 1
     created = subprocess.run(

@@ -31,6 +31,7 @@ from playbooks.deploys import models as md
 from playbooks.facts import mirror as mf
 from playbooks.operations import download as dl
 from tests.playbooks import test_ollama as ollama_tests
+from tests.playbooks.test_ollama import host_sends
 
 HOST = "@fake/gpu-1"
 BASE = "https://mirror.internal"
@@ -185,7 +186,7 @@ def test_manifest_form_host_data() -> None:
         ("tiny-r1:latest", "models/tiny-r1-latest/manifest.json", True, "models[0]", None),
         ("phi35-local:latest", "models/p/manifest.json", False, "models[1]", None),
     ]
-    assert specs[0].directives == ("PARAMETER num_ctx 4096",)
+    assert specs[0].directives == (md.Directive("parameter", "4096", "num_ctx"),)
     assert md.manifest_url(BASE, specs[0]) == MANIFEST_URL
 
 
@@ -225,9 +226,13 @@ def served(text: str = "") -> dict[Any, Any]:
 
 
 def host_reads(url: str, text: str | None) -> dict[Any, Any]:
-    """The MirrorManifest fact's output on the host for ``url``."""
+    """The MirrorManifest fact's output on the host for ``url``, and the published Modelfile beside it."""
     lines = [mf.UNAVAILABLE_MARKER] if text is None else [mf.OK_MARKER, *text.splitlines()]
-    return {re.compile(rf"(curl|cat) .*{re.escape(shlex.quote(url))}"): lines}
+    modelfile = url.rsplit("/", 1)[0] + "/Modelfile"
+    return {
+        re.compile(rf"(curl|cat) .*{re.escape(shlex.quote(url))}"): lines,
+        **host_sends(modelfile, MODELFILE.encode()),
+    }
 
 
 def blob_present(digest: str) -> dict[Any, Any]:
@@ -246,31 +251,32 @@ def downloads(commands: list[str]) -> list[str]:
 TINY = {"name": "tiny-r1", "source": "mirror", "context_length": 4096}
 
 
-def test_manifest_model_is_verified_against_the_manifest(mirror: Path) -> None:
+def test_manifest_model_is_verified_against_the_manifest(mirror: Path, uploads: dict[str, str]) -> None:
     manifest = published(mirror)
     gguf, modelfile = manifest.by_role("gguf"), manifest.by_role("modelfile")
     assert gguf is not None and modelfile is not None
     data = {"models": [TINY], "models_mirror_url": f"{BASE}/"}
     commands = run_deploy(
-        data, {**served(), **FREE_PLENTY, **host_reads(MANIFEST_URL, manifest.dumps().decode())}
+        data,
+        {
+            **served(),
+            **FREE_PLENTY,
+            **host_reads(MANIFEST_URL, manifest.dumps().decode()),
+        },
     )
     (read,) = [c for c in commands if MANIFEST_URL in c]
     assert "curl -fsSL" in read
-    fetch_gguf, fetch_mf = downloads(commands)
+    (fetch_gguf,) = downloads(commands)
     assert f"url={BASE}/models/tiny-r1-latest/tiny-r1.gguf;" in fetch_gguf
     assert f"dest={STAGE}/tiny-r1.gguf;" in fetch_gguf
     assert f"expected={gguf.sha256};" in fetch_gguf
-    assert f"url={BASE}/models/tiny-r1-latest/Modelfile;" in fetch_mf
-    assert f"expected={modelfile.sha256};" in fetch_mf
-    merge = next(c for c in commands if "grep -v -i -E" in c)
-    assert merge == md.merge_modelfile_command(
-        f"{STAGE}/tiny-r1.gguf",
-        f"{STAGE}/Modelfile.mirror",
-        f"{STAGE}/Modelfile",
-        ("PARAMETER num_ctx 4096",),
+    (read_mf,) = [c for c in commands if f"{BASE}/models/tiny-r1-latest/Modelfile" in c]
+    assert "base64" in read_mf  # read on the host, its sha256 checked on the controller
+    assert uploads[f"{STAGE}/Modelfile"] == (
+        f'FROM {STAGE}/tiny-r1.gguf\nTEMPLATE """{{{{ .Prompt }}}}"""\nPARAMETER stop <|end|>\nPARAMETER num_ctx 4096\n'
     )
     create = f"OLLAMA_HOST=127.0.0.1:11434 ollama create tiny-r1:latest -f {STAGE}/Modelfile"
-    order = [commands.index(c) for c in (read, fetch_gguf, fetch_mf, merge, create, f"rm -rf {STAGE}")]
+    order = [commands.index(c) for c in (read, read_mf, fetch_gguf, create, f"rm -rf {STAGE}")]
     assert order == sorted(order)
 
 

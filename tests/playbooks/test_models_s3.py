@@ -23,6 +23,7 @@ import pytest
 from llmkit.mirror.manifest import Manifest
 from llmkit.mirror.pull import pull_local
 from llmkit.mirror.push import S3Target, push_s3
+from playbooks.deploys.models import MirrorBytes
 from playbooks.facts import mirror as mf
 from playbooks.operations import download as dl
 from tests.playbooks.test_models_manifest import FREE_PLENTY, GGUF, MODELFILE, STAGE, run_deploy, served
@@ -106,14 +107,19 @@ def test_the_deploy_takes_the_model_from_the_store_by_its_manifest(store: Manife
             *store.dumps().decode().splitlines(),
         ]
     }
+    modelfile_url = f"s3://{BUCKET}/{PREFIX}Modelfile"
+    fact = MirrorBytes()
+    sent = host_shell(fact.command(url=modelfile_url))  # the host's read of the store, for real
+    assert sent.returncode == 0, sent.stderr
+    assert fact.process(sent.stdout.splitlines()) == MODELFILE.encode()
+    read[re.compile(rf"aws s3 cp .*{re.escape(modelfile_url)}")] = sent.stdout.splitlines()
     commands = run_deploy(
         {"models": [entry], "models_mirror_url": f"s3://{BUCKET}/"}, {**served(), **FREE_PLENTY, **read}
     )
-    fetches = [c for c in commands if 'aws s3 cp --only-show-errors "$url" "$part"' in c]
-    assert len(fetches) == 2
-    assert f"url=s3://{BUCKET}/{PREFIX}tiny-r1.gguf;" in fetches[0]
-    assert f"expected={gguf.sha256};" in fetches[0] and f"dest={STAGE}/tiny-r1.gguf;" in fetches[0]
-    assert f"url=s3://{BUCKET}/{PREFIX}Modelfile;" in fetches[1]
+    (fetch,) = [c for c in commands if 'aws s3 cp --only-show-errors "$url" "$part"' in c]
+    assert f"url=s3://{BUCKET}/{PREFIX}tiny-r1.gguf;" in fetch
+    assert f"expected={gguf.sha256};" in fetch and f"dest={STAGE}/tiny-r1.gguf;" in fetch
+    assert any(f"aws s3 cp --only-show-errors {modelfile_url}" in c and "base64" in c for c in commands)
     assert not [c for c in commands if "curl" in c]
 
 

@@ -7,8 +7,10 @@ directory (no network), so resume, mismatch and atomic rename are exercised, not
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,6 +27,7 @@ from llmkit.artifacts import artifact, canonical_arch, is_sha256, load_artifacts
 from llmkit.errors import ConfigError
 from playbooks.deploys import models as md
 from playbooks.deploys import ollama as ol
+from playbooks.facts import mirror as mf
 from playbooks.facts.ollama import (
     FreeDiskSpace,
     InstalledModel,
@@ -560,30 +563,55 @@ def test_mirror_model_already_served_is_left_alone() -> None:
     assert not any("ollama create" in c for c in commands)
 
 
-def test_mirror_modelfile_is_verified_and_its_from_replaced() -> None:
+def host_sends(url: str, data: bytes | None) -> dict[Any, Any]:
+    """The MirrorBytes fact's output on the host for ``url`` (None: the host could not read it)."""
+    lines = [mf.UNAVAILABLE_MARKER] if data is None else [mf.OK_MARKER, base64.b64encode(data).decode()]
+    where = mf.local_path(url) or url
+    return {re.compile(rf"t=\$\(mktemp\) .*{re.escape(shlex.quote(where))}"): lines}
+
+
+MIRROR_MODELFILE = (
+    b'FROM ./elsewhere.gguf\nTEMPLATE """{{ .Prompt }}"""\nfrom /etc/shadow\nPARAMETER stop "<|end|>"\n'
+)
+
+
+def test_mirror_modelfile_is_verified_and_its_from_replaced(uploads: dict[str, str]) -> None:
+    digest = hashlib.sha256(MIRROR_MODELFILE).hexdigest()
+    model = {**MIRROR_MODEL, "modelfile": {"file": "gguf/phi35.Modelfile", "sha256": digest}}
+    data = {"models": [model], "models_mirror_url": "file:///srv/mirror"}
+    url = "file:///srv/mirror/gguf/phi35.Modelfile"
+    commands = run_deploy(md.models, data, {**listed(), **FREE_PLENTY, **host_sends(url, MIRROR_MODELFILE)})
+    (read,) = [c for c in commands if "phi35.Modelfile" in c]
+    assert "cat -- /srv/mirror/gguf/phi35.Modelfile" in read  # read on the host, checked here
+    stage = "/var/lib/ollama/llmkit-staging/phi35-local_latest"
+    assert uploads[f"{stage}/Modelfile"] == (
+        f"FROM {stage}/Phi-3.5-mini-instruct-Q4_K_M.gguf\n"
+        'TEMPLATE """{{ .Prompt }}"""\nPARAMETER stop <|end|>\nPARAMETER num_ctx 8192\n'
+    )
+    create = f"OLLAMA_HOST=127.0.0.1:11434 ollama create phi35-local:latest -f {stage}/Modelfile"
+    assert commands.index(read) < commands.index(create)
+
+
+def test_a_mirror_modelfile_with_another_checksum_is_refused_before_any_change() -> None:
     model = {**MIRROR_MODEL, "modelfile": {"file": "gguf/phi35.Modelfile", "sha256": "b" * 64}}
     data = {"models": [model], "models_mirror_url": "file:///srv/mirror"}
-    commands = run_deploy(md.models, data, {**listed(), **FREE_PLENTY})
-    fetched = [c for c in curls(commands)]
-    assert any(
-        "url=file:///srv/mirror/gguf/phi35.Modelfile" in c and f"expected={'b' * 64}" in c for c in fetched
-    )
-    merge = next(c for c in commands if "grep -v -i -E" in c)
-    assert merge.startswith("{ echo 'FROM /var/lib/ollama/llmkit-staging/phi35-local_latest/Phi-3.5")
-    assert any("ollama create phi35-local:latest" in c for c in commands)
+    url = "file:///srv/mirror/gguf/phi35.Modelfile"
+    with pytest.raises(
+        ConfigError, match=r"models\[0\]\.modelfile: the mirror Modelfile has sha256 .* not b{64}"
+    ):
+        run_deploy(md.models, data, {**listed(), **FREE_PLENTY, **host_sends(url, MIRROR_MODELFILE)})
+    with pytest.raises(ConfigError, match="could not fetch the mirror Modelfile"):
+        run_deploy(md.models, data, {**listed(), **FREE_PLENTY, **host_sends(url, None)})
 
 
-@needs_tools
-def test_merged_modelfile_drops_the_mirror_from(tmp_path: Path) -> None:
-    mirror_mf = tmp_path / "Modelfile.mirror"
-    mirror_mf.write_text(
-        'FROM ./elsewhere.gguf\nTEMPLATE """{{ .Prompt }}"""\nfrom /etc/shadow\nPARAMETER stop "<|end|>"\n'
+def test_merged_modelfile_drops_the_mirror_from() -> None:
+    text = md.merged_modelfile(
+        "/stage/m.gguf",
+        MIRROR_MODELFILE.decode(),
+        md.parse_directives("PARAMETER num_ctx 8192", from_allowed=False),
     )
-    out = tmp_path / "Modelfile"
-    cmd = md.merge_modelfile_command("/stage/m.gguf", str(mirror_mf), str(out), ("PARAMETER num_ctx 8192",))
-    subprocess.run(["bash", "-c", cmd], check=True)
-    assert out.read_text() == (
-        'FROM /stage/m.gguf\nTEMPLATE """{{ .Prompt }}"""\nPARAMETER stop "<|end|>"\nPARAMETER num_ctx 8192\n'
+    assert text == (
+        'FROM /stage/m.gguf\nTEMPLATE """{{ .Prompt }}"""\nPARAMETER stop <|end|>\nPARAMETER num_ctx 8192\n'
     )
 
 
