@@ -6,6 +6,7 @@ The YAML files in ``llmkit/data`` are the only source of these numbers; everythi
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import Literal
@@ -120,6 +121,13 @@ class InstanceType(_Frozen):
         return self.name.split(".", 1)[0]
 
 
+#: The methods a route of a runtime's allow-list may take: inference and reading, nothing else.
+RouteMethod = Literal["GET", "HEAD", "POST"]
+_ROUTE_PATH = re.compile(
+    r"/(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?:/[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)*)?"
+)
+
+
 class Runtime(_Frozen):
     name: str
     port: PositiveInt
@@ -128,6 +136,20 @@ class Runtime(_Frozen):
     batch_tokens: PositiveInt
     per_gpu_overhead_mib: PositiveInt
     source: str
+    #: The API allow-list (exact path: methods) the proxy and the TLS terminators let through.
+    routes: dict[str, tuple[RouteMethod, ...]]
+    routes_source: str
+
+    @model_validator(mode="after")
+    def _plain_routes(self) -> Runtime:
+        if not self.routes:
+            raise ValueError(f"{self.name}: routes is empty")
+        for path, methods in self.routes.items():
+            if not _ROUTE_PATH.fullmatch(path):
+                raise ValueError(f"{self.name}: route {path!r} is not a plain absolute path")
+            if not methods or len(set(methods)) != len(methods):
+                raise ValueError(f"{self.name}: route {path} lists no methods, or one twice")
+        return self
 
     @property
     def per_gpu_overhead_bytes(self) -> int:
