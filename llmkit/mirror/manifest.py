@@ -16,12 +16,14 @@ file is which (``playbooks/deploys/models.py``: ``file``, ``sha256``, ``size``, 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from llmkit import untrusted
 from llmkit.artifacts import is_sha256
 from llmkit.errors import LlmkitError
 from llmkit.files import (
@@ -34,9 +36,12 @@ from llmkit.files import (
 from llmkit.files import atomic_write as atomic_write  # re-exported for the mirror's modules
 from llmkit.files import sha256_file as sha256_file
 from llmkit.store_layout import MANIFEST_NAME
+from llmkit.untrusted import printable
 
 SCHEMA = 1
 KINDS = ("model", "bundle")
+MAX_MANIFEST_BYTES = 16 << 20  # a bundle's manifest lists about a thousand files: some 200 KiB
+_ROLE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 class MirrorError(LlmkitError):
@@ -53,11 +58,21 @@ class DigestMismatch(MirrorError):
         super().__init__(f"{path}: sha256 {actual} does not match the expected {expected}{detail}")
 
 
-def check_relpath(path: str) -> str:
-    """A manifest path: relative POSIX, no empty, ``.`` or ``..`` parts, not the manifest itself."""
+def check_relpath(path: str, where: str = MANIFEST_NAME) -> str:
+    """A manifest path: relative POSIX, no empty, ``.`` or ``..`` parts, not the manifest itself,
+    no control characters (a name from a server or a URL is data, never a line break)."""
     parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or path == MANIFEST_NAME:
-        raise MirrorError(f"{MANIFEST_NAME}: refused path {path!r} (relative, no '..', not the manifest)")
+    if (
+        not path
+        or path.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or path == MANIFEST_NAME
+        or untrusted.has_unprintable(path)
+    ):
+        raise MirrorError(
+            f"{where}: refused path {path!r} (relative, no '..', no control characters, not the "
+            "manifest)"
+        )
     return str(PurePosixPath(path))
 
 
@@ -121,43 +136,76 @@ class Manifest:
 
     @classmethod
     def loads(cls, data: bytes | str, where: str) -> Manifest:
-        try:
-            doc = json.loads(data)
-            files = []
-            seen: set[str] = set()
-            for raw in doc["files"]:
-                entry = FileEntry(
-                    path=check_relpath(str(raw["path"])),
-                    sha256=str(raw["sha256"]).lower(),
-                    size=int(raw["size"]),
-                    role=raw.get("role"),
-                )
-                if not is_sha256(entry.sha256):
-                    raise MirrorError(f"{where}: {entry.path}: sha256 is not 64 hex digits")
-                if entry.path in seen:
-                    raise MirrorError(f"{where}: {entry.path} is listed twice")
-                seen.add(entry.path)
-                files.append(entry)
-            return cls(
-                kind=str(doc.get("kind", "model")),
-                model=str(doc.get("model", "")),
-                tag=str(doc.get("tag", "")),
-                source=dict(doc.get("source") or {}),
-                files=files,
-                created=str(doc.get("created", "")),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MirrorError(f"{where}: not a mirror manifest ({type(exc).__name__}: {exc})") from None
+        """The manifest in ``data``; one MirrorError naming ``where`` for anything else.
+
+        What a mirror serves is data (:mod:`llmkit.untrusted`): at most :data:`MAX_MANIFEST_BYTES`,
+        a JSON object of this schema, each file with a safe relative path, a sha256, a size that
+        is a non-negative int and a role of ``[a-z0-9-]``; no NaN, no ``1e999``, no deep nesting.
+        """
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise MirrorError(f"{where}: more than the {MAX_MANIFEST_BYTES} bytes a manifest may have")
+        doc = untrusted.parse_json(data, where, MirrorError, not_json="not a mirror manifest")
+
+        def bad(problem: str) -> MirrorError:
+            return MirrorError(f"{where}: not a mirror manifest ({problem})")
+
+        if not isinstance(doc, dict):
+            raise bad(f"a JSON {type(doc).__name__}, not an object")
+        schema = doc.get("schema", SCHEMA)
+        if isinstance(schema, bool) or schema != SCHEMA:
+            raise bad(f"schema {printable(repr(schema))[:40]}; this llmkit reads schema {SCHEMA}")
+        raw_files = doc.get("files")
+        if not isinstance(raw_files, list):
+            raise bad("no list of files")
+        files = []
+        seen: set[str] = set()
+        for i, raw in enumerate(raw_files):
+            if not isinstance(raw, dict):
+                raise bad(f"files[{i}] is not an object")
+            path, digest, role = raw.get("path"), raw.get("sha256"), raw.get("role")
+            if not isinstance(path, str):
+                raise bad(f"files[{i}].path is not a string")
+            path = check_relpath(path, where)
+            if not isinstance(digest, str) or not is_sha256(digest.lower()):
+                raise MirrorError(f"{where}: {printable(path)}: sha256 is not 64 hex digits")
+            if role is not None and not (isinstance(role, str) and _ROLE.fullmatch(role)):
+                raise bad(f"files[{i}].role {printable(repr(role))[:40]} is not [a-z0-9-]")
+            size = untrusted.size(raw.get("size"), f"{where}: {printable(path)}", MirrorError)
+            if path in seen:
+                raise MirrorError(f"{where}: {printable(path)} is listed twice")
+            seen.add(path)
+            files.append(FileEntry(path, digest.lower(), size, role))
+        kind = doc.get("kind", "model")
+        if kind not in KINDS:
+            raise bad(f"kind {printable(repr(kind))[:40]}, not one of {', '.join(KINDS)}")
+        text = {key: doc.get(key, "") for key in ("model", "tag", "created")}
+        for key, value in text.items():
+            if not isinstance(value, str):
+                raise bad(f"{key} is not a string")
+        source = doc.get("source") or {}
+        if not isinstance(source, dict):
+            raise bad("source is not an object")
+        return cls(
+            kind=kind,
+            model=text["model"],
+            tag=text["tag"],
+            source=source,
+            files=files,
+            created=text["created"],
+        )
 
     @classmethod
     def read(cls, directory: Path) -> Manifest:
         path = directory / MANIFEST_NAME
         try:
-            data = read_inside(directory, MANIFEST_NAME)  # a link is refused, not followed
+            # a link is refused, not followed; a file too large to be a manifest, not read
+            data = read_inside(directory, MANIFEST_NAME, limit=MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             raise MirrorError(
                 f"{path}: no mirror manifest (is {directory} a pulled model or bundle?)"
             ) from None
+        except OSError as exc:  # EFBIG: larger than a manifest may be; EACCES, EISDIR, ...
+            raise MirrorError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
         return cls.loads(data, str(path))
 
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmkit.mirror.manifest import MANIFEST_NAME, Finding, Manifest, MirrorError, verify_dir
+from llmkit.mirror.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    Finding,
+    Manifest,
+    MirrorError,
+    verify_dir,
+)
 
 MAX_DEPTH = 4
 
@@ -36,15 +43,32 @@ def ls_dir(root: Path) -> list[Listed]:
     return found
 
 
+def _s3_manifest(s3: Any, bucket: str, key: str) -> Manifest:
+    """The manifest at ``key``: a larger object than a manifest may be is refused, not read."""
+    where = f"s3://{bucket}/{key}"
+    obj = s3.get_object(Bucket=bucket, Key=key)
+    length = obj.get("ContentLength")
+    if isinstance(length, int) and length > MAX_MANIFEST_BYTES:
+        obj["Body"].close()
+        raise MirrorError(f"{where}: {length} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have")
+    with obj["Body"] as body:
+        data = body.read(MAX_MANIFEST_BYTES + 1)
+    return Manifest.loads(data, where)
+
+
 def ls_s3(s3: Any, bucket: str, prefix: str) -> list[Listed]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     found: list[Listed] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if key == MANIFEST_NAME or key.endswith("/" + MANIFEST_NAME):
-                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-                where = f"s3://{bucket}/{key[: -len(MANIFEST_NAME)]}"
-                found.append(Listed(where, Manifest.loads(body, f"s3://{bucket}/{key}")))
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key == MANIFEST_NAME or key.endswith("/" + MANIFEST_NAME):
+                    where = f"s3://{bucket}/{key[: -len(MANIFEST_NAME)]}"
+                    found.append(Listed(where, _s3_manifest(s3, bucket, key)))
+    except (ClientError, BotoCoreError) as exc:
+        raise MirrorError(f"s3://{bucket}/{prefix}: {exc}") from None
     return found
 
 
@@ -54,10 +78,9 @@ def verify_s3(s3: Any, bucket: str, prefix: str) -> tuple[Manifest, list[Finding
 
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
     try:
-        body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST_NAME)["Body"].read()
+        manifest = _s3_manifest(s3, bucket, prefix + MANIFEST_NAME)
     except ClientError as exc:
         raise MirrorError(f"s3://{bucket}/{prefix}{MANIFEST_NAME}: {exc}") from None
-    manifest = Manifest.loads(body, f"s3://{bucket}/{prefix}{MANIFEST_NAME}")
     findings: list[Finding] = []
     for entry in manifest.files:
         try:
