@@ -12,14 +12,18 @@ A registry that wants credentials answers ``401`` with a challenge (``WWW-Authen
 
 Credentials: a user name, and the password (or an access token) from an environment variable,
 never the command line (:data:`PASSWORD_ENV`). They are sent only to the registry's own origin
-and to the realm the registry names; a redirect to another origin (blob storage, a CDN with a
-presigned URL) drops the ``Authorization`` header (see :func:`strip_auth_on_redirect`).
+and to the realm the registry names, never over plain http except to a loopback address, and an
+https registry's token never comes from a plain-http realm. Every request follows the kit's HTTP
+policy (:mod:`llmkit.net`): a redirect to another origin (blob storage, a CDN with a presigned
+URL; a realm that redirects elsewhere) drops the ``Authorization`` header, a redirect from https
+to http of a request with credentials is refused, and the token answer is read with a bound
+(:data:`MAX_TOKEN_BYTES`) and must hold a token that fits in a header.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import http.client
 import re
 import threading
 import urllib.error
@@ -29,10 +33,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmkit import net
 from llmkit.mirror.manifest import MirrorError
+from llmkit.net import redact_url, same_origin
+from llmkit.untrusted import parse_json, printable
 
 PASSWORD_ENV = "LLMKIT_REGISTRY_PASSWORD"
+MAX_TOKEN_BYTES = 1 << 20
 _PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
+# RFC 6750's b64token, widened to any visible ASCII: what may follow "Bearer " in a header.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,65536}")
+_OPENER = net.opener()
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -43,46 +54,6 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
         for m in _PARAM.finditer(rest)
     }
     return scheme.lower(), params
-
-
-# Query parameters that carry a credential: presigned S3/GCS/Azure URLs, token-in-URL mirrors.
-_SECRET_PARAMS = re.compile(
-    r"^(x-amz-(signature|credential|security-token)|x-goog-(signature|credential)|sig|signature|"
-    r"token|access_token|api_key|apikey|key)$",
-    re.IGNORECASE,
-)
-
-
-def redact_url(url: str) -> str:
-    """A URL fit for a message, a log or a (published) manifest: credentials shown as ``***``.
-
-    ``https://user:token@devpi.internal/simple/`` -> ``https://***@devpi.internal/simple/``
-    (``PIP_INDEX_URL`` often looks like that), and the values of credential query parameters
-    (a presigned URL's ``X-Amz-Signature``, ``token=``...) -> ``***``.
-    """
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_PARAMS.match(k) for k, _ in pairs):
-            shown = [(k, "***" if _SECRET_PARAMS.match(k) else v) for k, v in pairs]
-            query = urllib.parse.urlencode(shown, safe="*")
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme, parts.netloc.lower()
-
-
-def same_origin(a: str, b: str) -> bool:
-    """Same scheme, host and port: where a credential meant for ``a`` may also go."""
-    return _origin(a) == _origin(b)
 
 
 @dataclass
@@ -103,6 +74,11 @@ class RegistryAuth:
         if header and same_origin(url, self.registry):
             return {"Authorization": header}
         return {}
+
+    def __post_init__(self) -> None:
+        net.check_url(self.registry, "--registry")
+        if self.username is not None:
+            net.check_credential_target(self.registry, "--registry")
 
     def _basic(self) -> str | None:
         if self.username is None:
@@ -129,26 +105,29 @@ class RegistryAuth:
                 self._header = basic
                 return True
             if scheme != "bearer" or "realm" not in params:
-                raise MirrorError(f"{self.registry}: unsupported registry challenge {challenge!r}")
+                raise MirrorError(f"{self.registry}: unsupported registry challenge {challenge[:200]!r}")
             self._header = "Bearer " + self._token(params)
             self.tokens_fetched += 1
             return True
 
     def _token(self, params: Mapping[str, str]) -> str:
         realm = params["realm"]
-        if not re.match(r"^https?://", realm):
-            raise MirrorError(f"{self.registry}: the token realm {realm!r} is not an http(s) URL")
-        if _origin(realm)[0] == "http" and _origin(self.registry)[0] == "https":
-            raise MirrorError(f"{self.registry}: refusing to send credentials to a plain-http realm {realm}")
+        net.check_url(realm, f"{self.registry}: the token realm")
+        shown = redact_url(realm)
+        if net.origin(realm)[0] == "http" and net.origin(self.registry)[0] == "https":
+            raise MirrorError(f"{self.registry}: refusing to send credentials to a plain-http realm {shown}")
+        basic = self._basic()
+        if basic:
+            net.check_credential_target(realm, f"{self.registry}: the token realm")
         query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
         url = f"{realm}{'&' if '?' in realm else '?'}{query}" if query else realm
         headers = {"Accept": "application/json"}
-        basic = self._basic()
         if basic:
             headers["Authorization"] = basic
+        what = f"{self.registry}: the token service {shown}"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as resp:
-                doc: Any = json.loads(resp.read())
+            with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=60) as resp:
+                body = net.read_bounded(resp, MAX_TOKEN_BYTES, what, MirrorError)
         except urllib.error.HTTPError as exc:
             who = (
                 f"as {self.username!r}"
@@ -156,25 +135,31 @@ class RegistryAuth:
                 else f"anonymously (give --registry-user and {PASSWORD_ENV})"
             )
             raise MirrorError(
-                f"{self.registry}: the token service {realm} refused a token {who}: "
-                f"HTTP {exc.code} {exc.reason}"
+                f"{what} refused a token {who}: HTTP {exc.code} {printable(exc.reason)}"
             ) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise MirrorError(f"{self.registry}: no token from {realm}: {exc}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise MirrorError(f"{self.registry}: no token from {shown}: {printable(exc)}") from None
+        doc: Any = parse_json(body, what, MirrorError)
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
-            raise MirrorError(f"{self.registry}: the token service {realm} answered without a token")
+            raise MirrorError(f"{what} answered without a token")
+        if not _TOKEN.fullmatch(token):
+            raise MirrorError(f"{what} answered with a token that is not visible ASCII of at most 64 KiB")
         return token
 
 
-class _StripAuthOnRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and not same_origin(newurl, req.full_url):
-            new.remove_header("Authorization")
-        return new
-
-
 def strip_auth_on_redirect() -> urllib.request.OpenerDirector:
-    """An opener that follows redirects but never carries Authorization to another origin."""
-    return urllib.request.build_opener(_StripAuthOnRedirect())
+    """An opener under the kit's HTTP policy (:func:`llmkit.net.opener`): credentials never go
+    to another origin, nor from https to http."""
+    return net.opener()
+
+
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "PASSWORD_ENV",
+    "RegistryAuth",
+    "parse_challenge",
+    "redact_url",
+    "same_origin",
+    "strip_auth_on_redirect",
+]

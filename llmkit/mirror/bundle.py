@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import llmkit
+from llmkit import net
 from llmkit.artifacts import Artifact, load_artifacts
 from llmkit.errors import ConfigError
 from llmkit.files import (
@@ -151,6 +152,17 @@ def artifact_files(options: BundleOptions) -> list[ArtifactFile]:
     return out
 
 
+def _artifact_blob(art: ArtifactFile) -> Blob:
+    """A release to fetch; user info in ``--artifacts-from`` becomes a Basic header for the
+    mirror's own origin (:func:`llmkit.net.split_credentials`), never part of the URL."""
+    url, headers = (
+        (art.source, {})
+        if _local_source(art.source)
+        else net.split_credentials(art.source, "--artifacts-from")
+    )
+    return Blob(url=url, path=art.path, sha256=art.sha256, role="artifact", headers=headers)
+
+
 def _local_source(source: str) -> Path | None:
     """A file:// URL or a plain path -> the local path; None for http(s)."""
     if source.startswith("file://"):
@@ -250,6 +262,8 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
         )
     wanted = wheels.targets(options.pythons, options.arches, options.glibc)
     arts = artifact_files(options)
+    for art in arts:  # credentials in --artifacts-from: only over https (or to loopback)
+        _artifact_blob(art)
     sources = list(source_files(options.source_root))
     if options.find_links is not None:
         by_project = wheels.directory_files(options.find_links)
@@ -277,9 +291,7 @@ def build_bundle(directory: Path, options: BundleOptions, opts: Options | None =
     # 3. releases and wheels: local ones copied with a digest check, remote ones fetched
     blobs: list[Blob] = []
     local: list[tuple[Path, Blob]] = []
-    for blob in [s.blob() for s in selected] + [
-        Blob(url=a.source, path=a.path, sha256=a.sha256, role="artifact") for a in arts
-    ]:
+    for blob in [s.blob() for s in selected] + [_artifact_blob(a) for a in arts]:
         path = _local_source(blob.url)
         if path is None:
             blobs.append(blob)

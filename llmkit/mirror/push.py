@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import os
 import stat
 import threading
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmkit import net
 from llmkit.files import (
     UnsafePathError,
     atomic_write_inside,
@@ -64,11 +66,13 @@ from llmkit.mirror.auth import redact_url
 from llmkit.mirror.layout import default_prefix, normalize_prefix
 from llmkit.mirror.manifest import (
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     FileEntry,
     Manifest,
     MirrorError,
     verify_dir,
 )
+from llmkit.untrusted import printable
 
 MIN_PART = 5 << 20
 DEFAULT_PART = 64 << 20
@@ -433,27 +437,42 @@ def push_dir(directory: Path, dest_root: Path, prefix: str | None = None) -> Pus
 
 # --- an HTTP server that accepts PUT -----------------------------------------------------------
 
+_HTTP_OPENER = net.opener()
 
-def _http(method: str, url: str, body: Any = None, length: int | None = None) -> tuple[int, bytes]:
-    headers = {"User-Agent": "llmkit-mirror/1"}
+
+def _http(
+    method: str, url: str, body: Any = None, length: int | None = None, auth: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """(status, body of a GET, at most MAX_MANIFEST_BYTES); the kit's HTTP policy (:mod:`llmkit.net`)."""
+    headers = {"User-Agent": "llmkit-mirror/1", **(auth or {})}
     if length is not None:
         headers["Content-Length"] = str(length)
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=300) as resp:
-            return resp.status, resp.read() if method == "GET" else b""
+        with _HTTP_OPENER.open(req, timeout=300) as resp:
+            if method != "GET":
+                return resp.status, b""
+            return resp.status, net.read_bounded(
+                resp, MAX_MANIFEST_BYTES, f"GET {redact_url(url)}", MirrorError
+            )
     except urllib.error.HTTPError as exc:
         return exc.code, b""
-    except (urllib.error.URLError, OSError) as exc:
-        raise MirrorError(f"{method} {redact_url(url)}: {exc}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise MirrorError(f"{method} {redact_url(url)}: {printable(exc)}") from None
 
 
 def push_http(directory: Path, base_url: str, prefix: str | None = None, retries: int = 3) -> PushResult:
+    """PUT every file, then the manifest, under ``base_url``/``prefix``.
+
+    User info in ``base_url`` (``https://user:token@mirror/``) becomes a Basic header for that
+    origin only, and only over https (or to loopback); a PUT is never redirected.
+    """
+    clean, auth = net.split_credentials(base_url, "--to-http")
     manifest = _checked(directory)
     prefix = normalize_prefix(prefix) if prefix is not None else default_prefix(manifest)
-    base = base_url.rstrip("/") + "/" + prefix
+    base = clean.rstrip("/") + "/" + prefix
     result = PushResult(base, prefix)
-    status, body = _http("GET", base + MANIFEST_NAME)
+    status, body = _http("GET", base + MANIFEST_NAME, auth=auth)
     published: dict[str, FileEntry] = {}
     if status == 200:
         try:
@@ -468,7 +487,7 @@ def push_http(directory: Path, base_url: str, prefix: str | None = None, retries
             continue
         for attempt in range(retries + 1):
             with reading_inside(directory, entry.path) as f:  # a link is refused, not followed
-                status, _ = _http("PUT", url, f, entry.size)
+                status, _ = _http("PUT", url, f, entry.size, auth)
             if status in (200, 201, 204):
                 break
             if attempt == retries or status < 500:
@@ -476,7 +495,7 @@ def push_http(directory: Path, base_url: str, prefix: str | None = None, retries
             time.sleep(0.5 * 2**attempt)
         result.uploaded.append(entry.path)
         result.bytes_sent += entry.size
-    status, _ = _http("PUT", base + MANIFEST_NAME, manifest.dumps())
+    status, _ = _http("PUT", base + MANIFEST_NAME, manifest.dumps(), auth=auth)
     if status not in (200, 201, 204):
         raise MirrorError(f"PUT {base}{MANIFEST_NAME}: HTTP {status}")
     return result

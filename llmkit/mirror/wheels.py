@@ -14,16 +14,21 @@ never chosen; a file whose bytes do not match the digest is refused when it land
 (``requirements.txt`` in the bundle puts it in hash-checking mode).
 
 Sources: a simple repository (PEP 503 HTML or PEP 691 JSON: PyPI, devpi, Artifactory, Nexus)
-or a flat directory of wheel files (``--find-links DIR``).
+or a flat directory of wheel files (``--find-links DIR``). An index is read under the kit's HTTP
+policy (:mod:`llmkit.net`): credentials in ``--index-url`` (``https://user:token@host/...``)
+become a Basic header for the index's own origin only (never over plain http except to loopback,
+never to a redirect target elsewhere), a project page is at most :data:`MAX_INDEX_PAGE` bytes,
+and only its http(s) links are considered.
 """
 
 from __future__ import annotations
 
-import base64
 import html.parser
-import json
+import http.client
 import re
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,9 +39,11 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from llmkit.mirror.auth import redact_url, same_origin
+from llmkit import net, untrusted
 from llmkit.mirror.download import USER_AGENT, Blob
 from llmkit.mirror.manifest import MirrorError, sha256_file
+from llmkit.net import redact_url, same_origin
+from llmkit.untrusted import printable
 
 DEFAULT_INDEX = "https://pypi.org/simple/"
 # The hosts' CPython versions: Ubuntu 22.04 (the fleet's default Deep Learning AMI), Debian 12,
@@ -51,6 +58,8 @@ _OLDEST_GLIBC = {"x86_64": 5, "aarch64": 17}
 _LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
 _HASH = re.compile(r"--hash[=\s]+([A-Za-z0-9]+):([0-9A-Fa-f]+)")
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
+MAX_INDEX_PAGE = 64 << 20  # PyPI's largest project pages are a few MiB
+_OPENER = net.opener()
 
 
 @dataclass(frozen=True)
@@ -223,16 +232,10 @@ class IndexFile:
 def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     """``https://user:token@host/simple/`` -> (``https://host/simple/``, Basic auth header).
 
-    urllib does not send a URL's user info; an index that needs it gets it as a header instead.
+    urllib does not send a URL's user info; an index that needs it gets it as a header instead,
+    for its own origin only (:func:`llmkit.net.split_credentials`).
     """
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, {}
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    raw = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
-    clean = urllib.parse.urlunsplit(parts._replace(netloc=host))
-    return clean, {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    return net.split_credentials(url, "--index-url")
 
 
 class _Anchors(html.parser.HTMLParser):
@@ -263,24 +266,50 @@ def _sha256_fragment(url: str) -> tuple[str, str | None]:
     return base, digest.lower() if algo == "sha256" and len(digest) == 64 else None
 
 
+def _remote(url: str) -> bool:
+    """An index lists files by http(s) URL; any other scheme (``file:``) is never fetched."""
+    return urllib.parse.urlsplit(url).scheme.lower() in net.DEFAULT_PORTS
+
+
 def parse_index_page(body: bytes, content_type: str, page_url: str) -> list[IndexFile]:
-    """A project page of a simple repository, JSON (PEP 691) or HTML (PEP 503)."""
+    """A project page of a simple repository, JSON (PEP 691) or HTML (PEP 503): its http(s) files."""
     files: list[IndexFile] = []
+    shown = redact_url(page_url)
     if JSON_ACCEPT in content_type or content_type.startswith("application/json"):
-        try:
-            doc = json.loads(body)
-            for f in doc["files"]:
-                url, fragment_sha = _sha256_fragment(urllib.parse.urljoin(page_url, f["url"]))
-                sha = str((f.get("hashes") or {}).get("sha256") or fragment_sha or "").lower() or None
-                size = f.get("size")
-                files.append(IndexFile(f["filename"], url, sha, size if isinstance(size, int) else None))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MirrorError(f"{redact_url(page_url)}: not a PEP 691 project page ({exc})") from None
+        doc = untrusted.parse_json(body, f"{shown}: the project page", MirrorError)
+        entries = doc.get("files") if isinstance(doc, dict) else None
+        if not isinstance(entries, list):
+            raise MirrorError(f"{shown}: not a PEP 691 project page (no list of files)")
+        for i, f in enumerate(entries):
+            where = f"{shown}: files[{i}]"
+            if (
+                not isinstance(f, dict)
+                or not isinstance(f.get("filename"), str)
+                or not isinstance(f.get("url"), str)
+            ):
+                raise MirrorError(f"{where}: not a PEP 691 file (filename and url strings)")
+            hashes = f.get("hashes") or {}
+            digest = hashes.get("sha256") if isinstance(hashes, dict) else None
+            size = f.get("size")
+            url, fragment_sha = _sha256_fragment(urllib.parse.urljoin(page_url, f["url"]))
+            sha = (digest if isinstance(digest, str) else None) or fragment_sha
+            if not _remote(url):
+                continue
+            files.append(
+                IndexFile(
+                    f["filename"],
+                    url,
+                    sha.lower() if sha else None,
+                    untrusted.size(size, where, MirrorError) if size is not None else None,
+                )
+            )
         return files
     parser = _Anchors()
     parser.feed(body.decode("utf-8", "replace"))
     for href, text in parser.links:
         url, sha = _sha256_fragment(urllib.parse.urljoin(page_url, href))
+        if not _remote(url):
+            continue
         name = text or urllib.parse.unquote(url.rsplit("/", 1)[-1])
         files.append(IndexFile(name, url, sha, None))
     return files
@@ -288,13 +317,6 @@ def parse_index_page(body: bytes, content_type: str, page_url: str) -> list[Inde
 
 def index_files(index_url: str, name: str) -> list[IndexFile]:
     """The files a simple repository lists for project ``name`` (404: none)."""
-    import urllib.error
-    import urllib.request
-
-    if not re.match(r"^https?://[^/\s]+", index_url):
-        raise MirrorError(
-            f"--index-url {redact_url(index_url)!r}: expected an http(s):// simple repository URL"
-        )
     clean, credentials = split_credentials(index_url)
     page = f"{clean.rstrip('/')}/{name}/"
     shown = redact_url(page)
@@ -303,16 +325,16 @@ def index_files(index_url: str, name: str) -> list[IndexFile]:
         headers={"Accept": f"{JSON_ACCEPT}, text/html;q=0.1", "User-Agent": USER_AGENT, **credentials},
     )
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            body = resp.read()
+        with _OPENER.open(req, timeout=60) as resp:
+            body = net.read_bounded(resp, MAX_INDEX_PAGE, shown, MirrorError)
             content_type = resp.headers.get("Content-Type", "")
             final = resp.geturl()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return []
-        raise MirrorError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise MirrorError(f"{shown}: {getattr(exc, 'reason', exc)}") from None
+        raise MirrorError(f"{shown}: HTTP {exc.code} {printable(exc.reason)}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise MirrorError(f"{shown}: {printable(getattr(exc, 'reason', exc))}") from None
     files = parse_index_page(body, content_type, final)
     if not credentials:
         return files

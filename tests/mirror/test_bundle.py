@@ -493,6 +493,24 @@ def test_an_index_with_credentials_in_its_url(index: Index, releases: Releases, 
     assert token not in str(err.value)
 
 
+def test_a_release_mirror_with_credentials_in_its_url(
+    index: Index, releases: Releases, tmp_path: Path
+) -> None:
+    """--artifacts-from https://user:token@mirror/: a Basic header for that origin, never in the URL
+    (urllib would have put it in the host name, and a DNS query)."""
+    token = "s3cret-release-token"
+    expected = "Basic " + base64.b64encode(f"bundle-bot:{token}".encode()).decode()
+    index.server.require_auth = (("artifacts/",), expected)
+    url = releases.url.replace("http://", f"http://bundle-bot:{token}@")
+    out = tmp_path / "bundle"
+    result = build_bundle(out, options(index, releases, artifacts_from=url), FAST)
+    assert result.artifacts == len(releases.paths)
+    assert {a["from"].split("/artifacts/")[0] for a in Manifest.read(out).source["artifacts"]} == {
+        index.server.url.replace("http://", "http://***@")
+    }
+    assert token not in (out / "manifest.json").read_text()
+
+
 def test_urls_lose_their_credentials_for_display_and_requests() -> None:
     assert (
         redact_url("https://u:p@devpi.internal/root/+simple/") == "https://***@devpi.internal/root/+simple/"
