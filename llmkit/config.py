@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from llmkit.catalog import Model, Runtime, load_catalog
+from llmkit.catalog import DEFAULT_RUNTIME, Model, Runtime, load_catalog
 from llmkit.errors import ConfigError, ConfigErrors
 
 NAMESPACE = "llmkit"
@@ -59,7 +59,6 @@ REQUIRED_TAGS = {
     "data-classification": f"one of: {', '.join(DATA_CLASSIFICATIONS)}",
 }
 _AWS_TAG = "a key of 1..128 characters not starting with aws:, and a value of at most 256 characters"
-DEFAULT_RUNTIME = "ollama"
 # Ports the data tier serves to the app tier (HTTPS APIs, PostgreSQL): security groups and
 # network ACLs both read this one tuple.
 DATA_PORTS = (443, 5432)

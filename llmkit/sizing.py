@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from llmkit.catalog import Catalog, InstanceType, Model, Quantization, Runtime, load_catalog
-from llmkit.config import DEFAULT_RUNTIME
+from llmkit.catalog import DEFAULT_RUNTIME, Catalog, InstanceType, Model, Quantization, Runtime, load_catalog
 from llmkit.errors import EXIT_FINDINGS, ConfigError, LlmkitError
 
 MIB = 1024**2

@@ -7,9 +7,8 @@ import json
 import click
 from rich.table import Table
 
-from llmkit.catalog import load_catalog
+from llmkit.catalog import DEFAULT_RUNTIME, load_catalog
 from llmkit.commands import make_console
-from llmkit.config import DEFAULT_RUNTIME
 from llmkit.errors import EXIT_FINDINGS
 from llmkit.sizing import (
     ACTIVATION_BYTES,
