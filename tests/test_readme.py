@@ -31,6 +31,8 @@ def test_ci_runs_the_readme_test_command_and_the_same_uv() -> None:
     assert test in ci.splitlines()
     uv_pin = re.search(r"uv==[\d.]+", setup)
     assert uv_pin is not None and uv_pin.group(0) in ci
+    sync = re.search(r"uv sync[^&]*", setup)
+    assert sync is not None and sync.group(0).strip() in ci.splitlines()  # CI installs as users do
 
 
 def test_ci_installs_prerequisites_with_the_command_the_readme_names() -> None:
