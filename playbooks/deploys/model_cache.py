@@ -13,7 +13,8 @@ deploy does nothing.
 - **Never someone's data.** A disk without a file system gets ``mkfs.ext4 -L llmkit-models`` (the
   command checks again with ``blkid`` right before formatting); one that already carries that
   label is ours and only mounted; any other file system stops the deploy.
-- **Where.** The parent of ``ollama_models_path`` (``/var/lib/ollama``), so Ollama's blobs and the
+- **Where.** The parent of ``ollama_models_path`` (``/var/lib/ollama``; an accepted host path,
+  checked with ``host_paths`` before anything else, on the host too), so Ollama's blobs and the
   verified-download staging directory of the models deploy share the volume; an ``/etc/fstab``
   line by label (``nofail``), then ``mount <dir>`` through that line, so a warm-pool instance
   mounts it again when it boots.
@@ -34,7 +35,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, server
 
 from llmkit.errors import ConfigError
-from playbooks.deploys.ollama import ollama_settings
+from playbooks.deploys.ollama import check_on_host, ollama_settings
 
 LABEL = "llmkit-models"
 FS_TYPE = "ext4"
@@ -153,11 +154,13 @@ def model_cache() -> None:
         return
     if not isinstance(spec, Mapping) or not isinstance(spec.get("size_gib"), int) or spec["size_gib"] < 1:
         raise ConfigError("model_cache", spec, "{device_name, size_gib: GiB > 0}", "invalid model_cache")
+    settings = ollama_settings(host.data)  # the models path and its parent: accepted host paths
+    check_on_host(settings)
     disks = host.get_fact(BlockDevices)
     if disks is None:
         raise ConfigError("model_cache", spec, "a host with lsblk (util-linux >= 2.37)", "cannot list disks")
     disk = cache_disk(disks, spec["size_gib"], str(spec.get("device_name", "")))
-    mount_point = posixpath.dirname(ollama_settings(host.data).models_path.rstrip("/"))
+    mount_point = posixpath.dirname(settings.models_path)
     if disk.fstype is None:
         server.shell(name=f"File system on {disk.path} (label {LABEL})", commands=[mkfs_command(disk.path)])
     files.directory(name=f"Mount point {mount_point}", path=mount_point, mode="0755")

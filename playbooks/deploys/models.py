@@ -72,7 +72,8 @@ from llmkit.artifacts import is_sha256
 from llmkit.errors import ConfigError
 from llmkit.mirror.manifest import FileEntry, Manifest, MirrorError
 from llmkit.store_layout import MODELS_PREFIX, model_slug
-from playbooks.deploys.ollama import OllamaSettings, ollama_settings
+from playbooks.deploys.host_paths import mirror_location
+from playbooks.deploys.ollama import OllamaSettings, check_on_host, ollama_settings
 from playbooks.facts.mirror import (
     CONNECT_TIMEOUT_S,
     MAX_BYTES,
@@ -425,6 +426,7 @@ def model_specs(data: Mapping[str, Any] | Any) -> list[ModelSpec]:
             raise ConfigError(
                 "models_mirror_url", None, "an http(s):// or file:// URL", f"models[{i}] needs a mirror"
             )
+        mirror_location("models_mirror_url", mirror_url)
         by_manifest = entry.get("file") is None and entry.get("sha256") is None
         gguf: MirrorFile | None = None
         manifest: str | None = None
@@ -717,6 +719,7 @@ def mirror_model(settings: OllamaSettings, spec: ModelSpec, mirror: str) -> None
 def models() -> None:
     settings = ollama_settings(host.data)
     specs = model_specs(host.data)
+    check_on_host(settings)
     mirror = str(host.data.get("models_mirror_url") or "").rstrip("/")
     installed = host.get_fact(OllamaModels, ollama_host=settings.client_host)
     names = {m.name for m in installed or []}

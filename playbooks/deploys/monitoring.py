@@ -62,6 +62,7 @@ from pyinfra.operations import apt, files, server, systemd
 from llmkit.artifacts import Artifact, artifact, is_sha256
 from llmkit.config import Alarms
 from llmkit.errors import ConfigError
+from playbooks.deploys.host_paths import mirror_location
 from playbooks.deploys.reverse_proxy import PROXY_ACCESS_LOG
 from playbooks.facts.nvidia import NvidiaGpus
 from playbooks.facts.tls import DefaultRouteSource
@@ -249,6 +250,7 @@ def release(art: Artifact, arch: str, data: Mapping[str, Any] | None = None) -> 
     mirror = data.get(MIRROR_KEY)
     if mirror is not None and not _MIRROR.match(str(mirror)):
         raise ConfigError(MIRROR_KEY, mirror, "an http(s):// or file:// URL", "invalid mirror")
+    mirror_location(MIRROR_KEY, mirror)
     return Release(
         version=art.version,
         url=art.mirror_url(str(mirror), arch) if mirror else art.url(arch),

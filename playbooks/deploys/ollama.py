@@ -15,6 +15,11 @@ Decisions:
 - The server runs as the system user ``ollama`` (no login shell, home ``/var/lib/ollama``)
   under a unit that drops every capability, makes the file system read-only except the home
   and model directories, hides /home, and restricts sockets to IP and Unix ones.
+- ``ollama_models_path`` (chown'ed to ``ollama``, writable in the unit) and its parent (the
+  models deploy's staging directory, the model cache's mount point) must be accepted host paths
+  (``host_paths``: below ``/var/lib/ollama``, ``/var/lib/llmkit``, ``/opt/llmkit``, ``/srv/``,
+  ``/mnt/``, ``/data/``); the host resolves them first and a link elsewhere is refused, before
+  any operation. ``ollama_mirror_url`` as ``file://`` is checked the same way.
 - It listens on ``ollama_bind:ollama_port`` (127.0.0.1:11434): the TLS terminator is the only
   way in from the network. A wildcard address (0.0.0.0, ::) is refused unless
   ``ollama_allow_any_address`` is explicitly true.
@@ -25,6 +30,7 @@ Decisions:
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ from pyinfra.operations import files, server, systemd
 
 from llmkit.artifacts import artifact, canonical_arch, is_sha256
 from llmkit.errors import ConfigError
+from playbooks.deploys.host_paths import ResolvedPaths, check_resolved, host_path, mirror_location
 from playbooks.operations.download import download_release
 from playbooks.render import render
 
@@ -59,7 +66,6 @@ READY_TIMEOUT_S = 120
 # Go durations as OLLAMA_KEEP_ALIVE takes them ("5m", "1h30m", "-1"), or plain seconds.
 _KEEP_ALIVE = re.compile(r"^-?(\d+|(\d+(\.\d+)?(ns|us|ms|s|m|h))+)$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?$")
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
 def _positive_int(key: str, value: Any) -> int | None:
@@ -70,11 +76,28 @@ def _positive_int(key: str, value: Any) -> int | None:
     return value
 
 
-def safe_path(key: str, value: Any) -> str:
-    text = str(value)
-    if not _SAFE_PATH.match(text) or "/../" in f"{text}/" or text == "/":
-        raise ConfigError(key, value, "an absolute path of letters, digits and ._-/", "invalid path")
-    return text.rstrip("/")
+def models_path_of(data: Mapping[str, Any] | Any) -> str:
+    """``ollama_models_path`` (default :data:`DEFAULT_MODELS_PATH`), and its parent, accepted host
+    paths (``host_paths``): the models directory is chown'ed to Ollama and writable in its unit,
+    the parent holds the staging directory and is the model cache volume's mount point."""
+    path = host_path("ollama_models_path", data.get("ollama_models_path") or DEFAULT_MODELS_PATH)
+    host_path("ollama_models_path", posixpath.dirname(path), role="its parent (staging, model cache mount)")
+    return path
+
+
+def host_writes(settings: OllamaSettings) -> dict[str, str]:
+    """The host paths from host data the model host deploys write to: path -> what it is."""
+    return {
+        settings.models_path: "models directory (ollama_models_path)",
+        posixpath.dirname(settings.models_path): "parent of ollama_models_path",
+    }
+
+
+def check_on_host(settings: OllamaSettings) -> None:
+    """Refuse, before any operation, a models path the host resolves (a link) outside the roots."""
+    paths = host_writes(settings)
+    resolved: dict[str, str] = host.get_fact(ResolvedPaths, paths=tuple(paths))
+    check_resolved("ollama_models_path", paths, resolved)
 
 
 @dataclass(frozen=True)
@@ -130,6 +153,8 @@ def ollama_settings(data: Mapping[str, Any] | Any) -> OllamaSettings:
     mirror = data.get("ollama_mirror_url")
     if mirror is not None and not re.match(r"^(https?|file)://\S+$", str(mirror)):
         raise ConfigError("ollama_mirror_url", mirror, "an http(s):// or file:// URL", "invalid mirror")
+    mirror_location("ollama_mirror_url", mirror)
+    models_path = models_path_of(data)
 
     bind = str(data.get("ollama_bind") or DEFAULT_BIND)
     try:
@@ -165,7 +190,7 @@ def ollama_settings(data: Mapping[str, Any] | Any) -> OllamaSettings:
         mirror_url=str(mirror).rstrip("/") if mirror else None,
         bind=str(address),
         port=port,
-        models_path=safe_path("ollama_models_path", data.get("ollama_models_path") or DEFAULT_MODELS_PATH),
+        models_path=models_path,
         num_parallel=_positive_int("ollama_num_parallel", num_parallel),
         max_loaded_models=_positive_int("ollama_max_loaded_models", data.get("ollama_max_loaded_models")),
         keep_alive=keep_alive,
@@ -274,6 +299,7 @@ def wait_command(settings: OllamaSettings) -> str:
 @deploy("Ollama")
 def ollama() -> None:
     settings = ollama_settings(host.data)
+    check_on_host(settings)
     arch = str(host.get_fact(Arch))
     download = ollama_download(settings, arch)
 

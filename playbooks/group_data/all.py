@@ -69,6 +69,7 @@ ollama_sha256 = None
 # Where to download the release from. None: the official release URL of the pinned artifact;
 # else an internal mirror, an http(s):// or file:// URL: <mirror>/ollama/v<version>/<file>, or a
 # template holding {version}, {arch} and {file}. The pinned (or ollama_sha256) checksum applies.
+# A file:// mirror must be under the accepted roots (see ollama_models_path), e.g. file:///srv/mirror.
 ollama_mirror_url = None
 
 # Address Ollama listens on (an IP address). Keep "127.0.0.1": clients reach it only through the
@@ -81,7 +82,12 @@ ollama_allow_any_address = False
 # Port of Ollama on ollama_bind (1-65535).
 ollama_port = 11434
 
-# Where Ollama keeps model blobs (an absolute path; on AWS the encrypted model-cache volume).
+# Where Ollama keeps model blobs (on AWS the encrypted model-cache volume). It is chown'ed to the
+# ollama user and writable in its unit; its parent holds the models deploy's staging directory and
+# is where the model cache volume is mounted. Accepted (playbooks/deploys/host_paths.py): an
+# absolute path without '.'/'..' components, it and its parent equal to or below /var/lib/ollama,
+# /var/lib/llmkit or /opt/llmkit, or below /srv/, /mnt/ or /data/ (e.g. /srv/llm/models, not
+# /srv/models); never a system path. A symbolic link on the host is followed and checked too.
 ollama_models_path = "/var/lib/ollama/models"
 
 # The AWS model hosts' model cache volume, from the fleet's host data: {"device_name": "/dev/sdf",
@@ -126,7 +132,8 @@ models: list[dict[str, object]] = []
 # directory that holds models/, where `llmkit mirror push --to-dir/--to-http` publish): the
 # manifest form's default path starts with models/. Explicit "file" entries and an explicit
 # "manifest" are relative to it whatever it is (the lab sets it to <url>/models/ with explicit
-# entries). None: no mirror (only "registry" models can be pulled).
+# entries). None: no mirror (only "registry" models can be pulled). A mirror on the host (file:// or
+# an absolute path) must be under the accepted roots (see ollama_models_path).
 models_mirror_url = None
 
 # Remove models present on the host but not listed in `models` (True), or leave them (False).
@@ -254,8 +261,9 @@ proxy_metrics_port = 3903
 
 # Air-gapped hosts: an internal mirror laid out as <mirror>/<name>/v<version>/<file> (e.g.
 # https://mirror.internal/ serves node_exporter/v1.9.1/node_exporter-1.9.1.linux-amd64.tar.gz),
-# an http(s):// or file:// URL. None: the official GitHub releases. The pinned checksums apply
-# either way, unless node_exporter_sha256 / gpu_exporter_sha256 (64 hex) name a mirror's own build.
+# an http(s):// or file:// URL (file:// under the accepted roots, see ollama_models_path). None:
+# the official GitHub releases. The pinned checksums apply either way, unless
+# node_exporter_sha256 / gpu_exporter_sha256 (64 hex) name a mirror's own build.
 exporters_mirror_url = None
 node_exporter_sha256 = None
 gpu_exporter_sha256 = None
