@@ -39,11 +39,11 @@ placements = place_models(cfg)
 
 # One explicit provider pinned to the configured region: every AWS resource is created
 # through it (components pass it on to their children), and it stamps the stack's required
-# tags onto everything taggable.
+# tags onto everything taggable, with llmkit:allow-world-open when the stack sets that override.
 aws_provider = aws.Provider(
     "aws",
     region=cfg.region,
-    default_tags=aws.ProviderDefaultTagsArgs(tags=dict(cfg.tags)),
+    default_tags=aws.ProviderDefaultTagsArgs(tags=cfg.provider_tags),
 )
 opts = pulumi.ResourceOptions(providers={"aws": aws_provider})
 account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=aws_provider)).account_id

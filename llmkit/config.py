@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, collapse_addresses
 from itertools import pairwise
@@ -39,7 +40,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from llmkit.catalog import DEFAULT_RUNTIME, Model, Runtime, load_catalog
-from llmkit.errors import ConfigError, ConfigErrors
+from llmkit.errors import ConfigError, ConfigErrors, quoted
 
 NAMESPACE = "llmkit"
 REGION_KEY = "aws:region"
@@ -68,6 +69,43 @@ DEFAULT_APP_PORT = 8443
 # The hook for secrets: full key paths (e.g. "llmkit:endpoint.api_key") whose value may be a
 # Pulumi secret. No key is secret today, so a `secure:` value anywhere under llmkit: is refused.
 SECRET_KEYS: frozenset[str] = frozenset()
+
+# Limits on a YAML file that a user hands the kit (stack files, Pulumi.yaml, --gateway-config): a
+# stack file is a few kilobytes and a few hundred nodes. A YAML alias bomb ("billion laughs") of 2 KB
+# expands to billions of nodes; it is refused from its composed node graph, before it is built.
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_NODES = 20_000  # nodes of the document once every alias is expanded
+MAX_YAML_ALIASES = 100
+MAX_YAML_DEPTH = 64
+
+# The stack's name is part of resource names (components/); the strictest of their rules applies to
+# it: S3 bucket names and DNS labels take lowercase letters, digits and "-", RDS identifiers and
+# CloudTrail trails no "--" and no "-" at either end. Each entry: what, its name with the stack in it,
+# and the most characters AWS (or Pulumi) accepts. ``{account}`` is an account id, 12 digits.
+STACK_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+STACK_NAME_USES: tuple[tuple[str, str, int], ...] = (
+    ("the model store's S3 bucket", "llmkit-{stack}-models-{account}-{region}", 63),
+    ("the Auto Scaling service-linked role", "AWSServiceRoleForAutoScaling_llmkit-{stack}", 64),
+    ("the gateway's RDS instance identifier", "llmkit-{stack}-gateway", 63),
+    ("the key rotation Lambda function", "llmkit-{stack}-rotate-api-key", 64),
+    ("the models' private DNS zone", "models.{stack}.llmkit.internal", 253),
+    ("a DNS label", "{stack}", 63),
+    ("the CloudTrail trail", "llmkit-{stack}", 128),
+    ("a Pulumi stack", "{stack}", 100),
+)
+_STACK_NAME_TEXT = "lowercase letters and digits, words joined by single hyphens"
+
+# Client and admin CIDR lists: a block wider than a /8 (more than 16.7 million addresses; every
+# RFC 1918 range is a /8 or smaller, 0.0.0.0/0 is every address) spans the internet, not a network of
+# the user's. Such a list must be named in llmkit:allow_world_open; the AWS resources then carry
+# WORLD_OPEN_TAG and the policy pack reports it.
+WORLD_PREFIX = 8
+WORLD_OPEN_KEYS = ("endpoint.allowed_client_cidrs", "gateway.admin_cidrs", "firewall.extra_ingress")
+WORLD_OPEN_TAG = "llmkit:allow-world-open"
+
+# The mTLS CA bundle: the CA(s) that issue the clients' certificates, not a system trust store.
+MAX_CA_CERTIFICATES = 10
+MAX_CA_BUNDLE_BYTES = 256 * 1024
 
 
 class _Missing:
@@ -142,7 +180,30 @@ def _parse_cidr(value: Any) -> IPv4Network:
     try:
         return IPv4Network(value)
     except ValueError as exc:
+        if ":" in value:
+            _reject("an IPv6 CIDR; these lists take IPv4 CIDRs only", value)
         _reject(f"not an IPv4 CIDR ({exc})", value)
+
+
+def _spans(cidrs: Sequence[IPv4Network], widest: int) -> dict[int, IPv4Network]:
+    """The entries of ``cidrs`` that, merged with the others, make a block shorter than /``widest``:
+    index -> that block. ``widest`` 1 finds what adds up to every address (0.0.0.0/0)."""
+    found: dict[int, IPv4Network] = {}
+    for block in (b for b in collapse_addresses(cidrs) if b.prefixlen < widest):
+        inside = [i for i, cidr in enumerate(cidrs) if cidr.subnet_of(block)]
+        # An entry inside one that is itself that wide is not to blame: only the wide one is.
+        for i in [i for i in inside if cidrs[i].prefixlen < widest] or inside:
+            found[i] = block
+    return dict(sorted(found.items()))
+
+
+def _spanned(cidr: IPv4Network, block: IPv4Network) -> str:
+    """How much ``cidr`` opens, in words: alone, or as part of ``block`` with the list's other entries."""
+    if block.prefixlen == 0:
+        every = "every address"
+    else:
+        every = f"{block.num_addresses:,} addresses, more than a /{WORLD_PREFIX}"
+    return every if cidr == block else f"{every} (with the list's other entries it makes {block})"
 
 
 def _aws_block_size(net: IPv4Network) -> str | None:
@@ -296,33 +357,90 @@ class Endpoint(_Section):
 
     @model_validator(mode="after")
     def _least_privilege(self) -> Endpoint:
+        if self.public:
+            return self
+        cidrs = self.allowed_client_cidrs
         _fail(
             _Problem(
-                "0.0.0.0/0 opens an internal endpoint to every address",
-                cidr,
+                f"{cidrs[i]} opens an internal endpoint to {_spanned(cidrs[i], block)}",
+                cidrs[i],
                 f".allowed_client_cidrs[{i}]",
                 "the client networks' CIDRs; 0.0.0.0/0 only with llmkit:endpoint.public: true",
             )
-            for i, cidr in enumerate(self.allowed_client_cidrs)
-            if cidr.prefixlen == 0 and not self.public
+            for i, block in _spans(cidrs, 1).items()
         )
         return self
 
     @field_validator("mtls_ca_bundle")
     @classmethod
     def _ca_bundle(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return value
-        if Path(value).is_absolute():
-            _reject("an absolute path; stacks must work from any checkout", value)
-        path = Path((info.context or {}).get("project_dir") or Path.cwd()) / value
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            _reject(f"cannot read {path} ({exc.strerror})", value)
-        if "-----BEGIN CERTIFICATE-----" not in text:
-            _reject(f"{path} holds no PEM certificate", value)
+        if value is not None:
+            _check_ca_bundle(value, Path((info.context or {}).get("project_dir") or Path.cwd()))
         return value
+
+
+def _check_ca_bundle(value: str, project_dir: Path) -> None:
+    """The bundle is a file of the project (no way out by .. or a symlink) holding CA certificates."""
+    if Path(value).is_absolute():
+        _reject("an absolute path; stacks must work from any checkout", value)
+    root = project_dir.resolve()
+    path = root / value
+    try:
+        real = path.resolve(strict=True)
+    except OSError as exc:
+        _reject(f"cannot read {path} ({exc.strerror})", value)
+    except RuntimeError:  # a symlink loop (Python 3.11)
+        _reject(f"cannot read {path} (a symlink loop)", value)
+    if not real.is_relative_to(root):
+        _reject(
+            f"{path} leads outside the project {root} (to {real})",
+            value,
+            "a path relative to the project root, to a file inside the project (not through .. or a "
+            "symlink that leaves it)",
+        )
+    try:
+        info = real.stat()
+        if not stat.S_ISREG(info.st_mode):
+            _reject(f"{path} is not a regular file", value)
+        if info.st_size > MAX_CA_BUNDLE_BYTES:
+            _reject(f"{path} has {info.st_size} bytes, more than a bundle of CA certificates", value)
+        data = real.read_bytes()[:MAX_CA_BUNDLE_BYTES]
+    except OSError as exc:
+        _reject(f"cannot read {path} ({exc.strerror})", value)
+    if b"PRIVATE KEY" in data:
+        _reject(f"{path} holds a private key; a CA bundle holds public certificates only", value)
+    count = data.count(b"-----BEGIN CERTIFICATE-----")
+    if not count:
+        _reject(f"{path} holds no PEM certificate", value)
+    if count > MAX_CA_CERTIFICATES:
+        _reject(
+            f"{path} holds {count} certificates, more than {MAX_CA_CERTIFICATES}: a trust store of many "
+            "CAs (such as the system's) would admit any client certificate those CAs ever issued",
+            value,
+            f"a PEM file of at most {MAX_CA_CERTIFICATES} CA certificates: the CA(s) that issue your "
+            "clients' certificates",
+        )
+    from cryptography import x509  # only when a stack has a bundle
+
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        _reject(f"{path} holds a certificate that does not parse as X.509 ({exc})", value)
+    for n, certificate in enumerate(certificates, start=1):
+        try:
+            ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            ca = False
+        except ValueError as exc:
+            _reject(f"{path}: certificate {n} has extensions that do not parse ({exc})", value)
+        if not ca:
+            subject = quoted(certificate.subject.rfc4514_string(), 100)
+            _reject(
+                f"{path}: certificate {n} ({subject}) is not a CA certificate (basicConstraints CA:TRUE)",
+                value,
+                "a PEM file of CA certificates (basicConstraints CA:TRUE): the CA(s) that issue your "
+                "clients' certificates, not a client's or a server's own certificate",
+            )
 
 
 class RateLimits(_Section):
@@ -772,15 +890,15 @@ class FirewallSection(_Section):
 
 
 def _world_open_problems(firewall: FirewallSection, public: bool | None) -> Iterable[_Problem]:
-    """0.0.0.0/0 only on the load balancer's 443, and only when the endpoint is public."""
+    """Every address (0.0.0.0/0, or entries that add up to it) only on the load balancer's 443, and
+    only when the endpoint is public."""
     for i, rule in enumerate(firewall.extra_ingress):
-        for j, cidr in enumerate(rule.cidrs):
-            if cidr.prefixlen != 0:
-                continue
+        for j, block in _spans(rule.cidrs, 1).items():
             if rule.tier == "lb" and rule.port == 443 and public is not False:
                 continue  # public is None: the endpoint section is itself invalid and reported
+            cidr = rule.cidrs[j]
             yield _Problem(
-                f"{cidr} opens tier {rule.tier} port {rule.port} to every address",
+                f"{cidr} opens tier {rule.tier} port {rule.port} to {_spanned(cidr, block)}",
                 cidr,
                 f".extra_ingress[{i}].cidrs[{j}]",
                 "the client networks' CIDRs; 0.0.0.0/0 only for tier lb, port 443 "
@@ -788,12 +906,81 @@ def _world_open_problems(firewall: FirewallSection, public: bool | None) -> Iter
             )
 
 
+def _world_lists(key: str, section: Any) -> Iterable[tuple[str, list[IPv4Network]]]:
+    """The CIDR lists that ``key`` of :data:`WORLD_OPEN_KEYS` names: (their path in the section, CIDRs)."""
+    if key == "endpoint.allowed_client_cidrs":
+        yield ".allowed_client_cidrs", section.allowed_client_cidrs
+    elif key == "gateway.admin_cidrs":
+        yield ".admin_cidrs", section.admin_cidrs
+    elif key == "firewall.extra_ingress":
+        for i, rule in enumerate(section.extra_ingress):
+            yield f".extra_ingress[{i}].cidrs", rule.cidrs
+
+
+def _too_wide(key: str, section: Any, info: ValidationInfo) -> Iterable[_Problem]:
+    """The blocks wider than a /8 in ``section``'s lists of ``key``, unless llmkit:allow_world_open
+    names ``key`` (or is itself invalid, and reported)."""
+    allowed = info.data.get("allow_world_open")
+    if allowed is None or key in allowed:
+        return
+    for path, cidrs in _world_lists(key, section):
+        for i, block in _spans(cidrs, WORLD_PREFIX).items():
+            yield _Problem(
+                f"{cidrs[i]} opens {NAMESPACE}:{key} to {_spanned(cidrs[i], block)}",
+                cidrs[i],
+                f"{path}[{i}]",
+                f"the networks' own CIDRs, at most a /{WORLD_PREFIX} together; a wider block only with "
+                f"{NAMESPACE}:allow_world_open: [{key}]",
+            )
+
+
+def _world_open_keys(keys: list[str]) -> list[str]:
+    _fail(
+        _Problem("not a list that may be opened to the world", key, f"[{i}]", _one_of(WORLD_OPEN_KEYS))
+        if key not in WORLD_OPEN_KEYS
+        else _Problem("listed twice", key, f"[{i}]", "each key once")
+        for i, key in enumerate(keys)
+        if key not in WORLD_OPEN_KEYS or key in keys[:i]
+    )
+    return keys
+
+
+def _stack_name_problem(stack: str, region: str | None) -> tuple[str, str] | None:
+    """What is wrong with ``stack`` as a part of the stack's resource names (in ``region``, when
+    known), and what is accepted; None when nothing is."""
+    uses = [(what, name, most) for what, name, most in STACK_NAME_USES if region or "{region}" not in name]
+
+    def named(name: str, stack: str) -> str:
+        return name.format(stack=stack, account="1" * 12, region=region)
+
+    longest = min(most - len(named(name, "")) for _, name, most in uses)
+    where = f" in {region}" if region else ""
+    accepted = f"{_STACK_NAME_TEXT}, at most {longest} characters{where}"
+    if not STACK_NAME.fullmatch(stack):
+        return f"not a name every resource of the stack accepts ({_STACK_NAME_TEXT})", accepted
+    for what, name, most in uses:
+        if len(named(name, stack)) > most:
+            example = name.format(stack=stack, account="<account>", region=region)
+            return (
+                f"{len(stack)} characters: {what} would be {example}, "
+                f"{len(named(name, stack))} characters, over {most}",
+                accepted,
+            )
+    return None
+
+
 class StackConfig(_Section):
     """Everything one stack sets, validated. Build it with :func:`load_stack` or :func:`from_mapping`."""
 
-    stack: str | None = None
     allowed_regions: list[Region] = Field(min_length=1, description="a list of at least one AWS region name")
     region: Region = Field(description="an AWS region name such as eu-central-1")
+    # After the region: the model store's bucket name holds both, and its length limits the stack's.
+    stack: str | None = None
+    allow_world_open: Annotated[list[str], AfterValidator(_world_open_keys)] = Field(
+        default_factory=list,
+        description=f"a list of keys, each once, among: {', '.join(WORLD_OPEN_KEYS)}: the CIDR lists that "
+        f"may hold a block wider than a /{WORLD_PREFIX} (0.0.0.0/0 is every address)",
+    )
     network: Network
     runtime: str = Field(DEFAULT_RUNTIME, validate_default=True, description="a runtime from the catalog")
     models: list[ModelSpec] = Field(
@@ -820,6 +1007,22 @@ class StackConfig(_Section):
     def subnet_plan(self) -> dict[str, list[IPv4Network]]:
         """Tier -> one subnet per AZ, in AZ order; computed once during validation."""
         return self.network.subnet_plan()
+
+    @property
+    def provider_tags(self) -> dict[str, str]:
+        """The tags every AWS resource of the stack gets (the provider's default tags): llmkit:tags,
+        and :data:`WORLD_OPEN_TAG` naming the lists of llmkit:allow_world_open when there are any, so
+        that the policy pack and AWS itself show the override."""
+        world = {WORLD_OPEN_TAG: " ".join(self.allow_world_open)} if self.allow_world_open else {}
+        return {**self.tags, **world}
+
+    @field_validator("stack")
+    @classmethod
+    def _stack_name(cls, stack: str | None, info: ValidationInfo) -> str | None:
+        if stack is not None and (problem := _stack_name_problem(stack, info.data.get("region"))):
+            message, accepted = problem
+            _reject(message, stack, accepted)
+        return stack
 
     @field_validator("region")
     @classmethod
@@ -851,6 +1054,12 @@ class StackConfig(_Section):
 
     @field_validator("endpoint")
     @classmethod
+    def _endpoint_world_open(cls, endpoint: Endpoint, info: ValidationInfo) -> Endpoint:
+        _fail(_too_wide("endpoint.allowed_client_cidrs", endpoint, info))
+        return endpoint
+
+    @field_validator("endpoint")
+    @classmethod
     def _certificate_region(cls, endpoint: Endpoint, info: ValidationInfo) -> Endpoint:
         region = info.data.get("region")
         match = ACM_ARN.fullmatch(endpoint.tls_certificate_arn)
@@ -867,8 +1076,43 @@ class StackConfig(_Section):
     @classmethod
     def _world_open(cls, firewall: FirewallSection, info: ValidationInfo) -> FirewallSection:
         endpoint = info.data.get("endpoint")
-        _fail(_world_open_problems(firewall, endpoint.public if endpoint is not None else None))
+        found = list(_world_open_problems(firewall, endpoint.public if endpoint is not None else None))
+        refused = {p.path for p in found}
+        _fail(
+            [
+                *found,
+                *(p for p in _too_wide("firewall.extra_ingress", firewall, info) if p.path not in refused),
+            ]
+        )
         return firewall
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_world_open(cls, gateway: Gateway | None, info: ValidationInfo) -> Gateway | None:
+        if gateway is not None:
+            _fail(_too_wide("gateway.admin_cidrs", gateway, info))
+        return gateway
+
+    @model_validator(mode="after")
+    def _world_open_used(self) -> StackConfig:
+        """An override names only lists that need it: the tag it puts on every resource stays true."""
+        sections = {"endpoint": self.endpoint, "gateway": self.gateway, "firewall": self.firewall}
+        _fail(
+            _Problem(
+                f"nothing to allow: {NAMESPACE}:{key} holds no block wider than a /{WORLD_PREFIX}",
+                key,
+                f":allow_world_open[{i}]",
+                "only the keys whose lists hold such a block: remove this one",
+            )
+            for i, key in enumerate(self.allow_world_open)
+            if not any(
+                _spans(cidrs, WORLD_PREFIX)
+                for section in [sections[key.partition(".")[0]]]
+                if section is not None
+                for _, cidrs in _world_lists(key, section)
+            )
+        )
+        return self
 
     @field_validator("gateway")
     @classmethod
@@ -940,6 +1184,15 @@ class StackConfig(_Section):
         for key, value in tags.items():
             if key.lower().startswith("aws:") or not 0 < len(key) <= 128 or len(value) > 256:
                 problems.append(_Problem("not a tag AWS accepts", value, f".{key}", _AWS_TAG))
+            elif key == WORLD_OPEN_TAG:
+                problems.append(
+                    _Problem(
+                        f"a tag that llmkit sets from {NAMESPACE}:allow_world_open",
+                        value,
+                        f".{key}",
+                        f"a tag of your own; name the lists in {NAMESPACE}:allow_world_open",
+                    )
+                )
         _fail(problems)
         return tags
 
@@ -1112,7 +1365,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     if not loc:  # a check across sections: its problems carry ":<section>..." paths
         return NAMESPACE
     head, *rest = loc
-    key = REGION_KEY if head == "region" else f"{NAMESPACE}:{head}"
+    key = {"region": REGION_KEY, "stack": "stack"}.get(str(head), f"{NAMESPACE}:{head}")
     return key + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in rest)
 
 
@@ -1252,10 +1505,129 @@ def _stacks_in(stacks_dir: Path) -> str:
     return _one_of(found) if found else f"none: {stacks_dir} has no Pulumi.<stack>.yaml"
 
 
+# --- reading a user's YAML -------------------------------------------------------------------------
+
+
+class YamlLimitError(yaml.MarkedYAMLError):
+    """A YAML document over the limits (:data:`MAX_YAML_BYTES`, ...): refused before it is built."""
+
+
+def _limit(problem: str, mark: Any = None) -> YamlLimitError:
+    return YamlLimitError(problem=problem, problem_mark=mark)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that counts aliases and nesting while it composes the node graph."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _limit(f"more than {MAX_YAML_ALIASES} aliases (*name)", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _limit(f"nested more than {MAX_YAML_DEPTH} deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases expand past :data:`MAX_YAML_NODES`, or that holds a cycle.
+
+    An alias is the node it names, shared: the graph stays as small as the text, but everything that
+    walks the document (validation, JSON, an error's quote) walks every expansion. Sizes are counted
+    once per node (depth first, without recursion), so the check costs what the text does.
+    """
+    size: dict[int, int] = {}
+    path: set[int] = set()  # the nodes being counted: one met again below itself is a cycle
+    todo: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while todo:
+        node, counted = todo.pop()
+        if counted:
+            path.discard(id(node))
+            size[id(node)] = min(1 + sum(size[id(c)] for c in _children(node)), MAX_YAML_NODES + 1)
+            if size[id(node)] > MAX_YAML_NODES:
+                raise _limit(
+                    f"more than {MAX_YAML_NODES} nodes once its aliases are expanded (an alias bomb?)",
+                    node.start_mark,
+                )
+            continue
+        if id(node) in size:
+            continue
+        path.add(id(node))
+        todo.append((node, True))
+        for child in _children(node):
+            if id(child) in path:
+                raise _limit("an alias inside the node it names (a cycle)", child.start_mark)
+            if id(child) not in size:
+                todo.append((child, False))
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document (safe tags only) within the limits on aliases, nesting and expanded size.
+
+    Raises :class:`YamlLimitError` past a limit, and ``yaml.YAMLError`` for what is not YAML.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise _limit(f"{len(text)} characters, over the limit of {MAX_YAML_BYTES}")
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path) -> Any:
+    """:func:`parse_yaml` of a user's file: a regular file of at most :data:`MAX_YAML_BYTES`, read no
+    further than that. Raises ``OSError``, ``UnicodeDecodeError`` and ``yaml.YAMLError``."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block the read, or never end
+        raise _limit("not a regular file")
+    too_big = _limit(f"more than {MAX_YAML_BYTES} bytes: over the limit for a YAML file")
+    if info.st_size > MAX_YAML_BYTES:
+        raise too_big
+    with path.open("rb") as file:
+        data = file.read(MAX_YAML_BYTES + 1)  # the file may have grown since
+    if len(data) > MAX_YAML_BYTES:
+        raise too_big
+    return parse_yaml(data.decode("utf-8"))
+
+
+_YAML_LIMITS = (
+    f"at most {MAX_YAML_BYTES} bytes, {MAX_YAML_ALIASES} aliases, {MAX_YAML_NODES} nodes once aliases are "
+    f"expanded, nesting {MAX_YAML_DEPTH} deep"
+)
+
+
 def load_stack_file(path: Path) -> StackConfig:
     """Load and validate one stack file; the stack name comes from ``Pulumi.<stack>.yaml``."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = read_yaml(path)
+    except YamlLimitError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        accepted = f"a stack file within the limits: {_YAML_LIMITS}"
+        raise _file_error(path, "file", path.name, accepted, f"refused: {exc.problem}{where}") from None
     except FileNotFoundError:
         raise _file_error(
             path,
@@ -1290,8 +1662,14 @@ def load_stack_file(path: Path) -> StackConfig:
 
 
 def load_stack(stack: str, project_dir: Path) -> StackConfig:
-    """Load ``project_dir/stacks/Pulumi.<stack>.yaml``."""
+    """Load ``project_dir/stacks/Pulumi.<stack>.yaml``.
+
+    The name is checked first, before it touches the file system: it becomes part of the stack's
+    resource names (and of the path). The file's region then bounds its length further.
+    """
     stacks_dir = project_dir / "stacks"
+    if problem := _stack_name_problem(stack, None):
+        raise _errors(str(stacks_dir), [("stack", stack, problem[1], problem[0])])
     path = stacks_dir / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise _errors(

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from llmkit.config import StackConfig, load_stack
+from llmkit.config import StackConfig, load_stack, read_yaml
 from llmkit.errors import ConfigError, LlmkitError
 from llmkit.placement import Placement, place_models
 
@@ -308,8 +308,17 @@ def find_project_dir(start: Path | None = None) -> Path:
 
 
 def _project_name(project_dir: Path) -> str:
-    doc = yaml.safe_load((project_dir / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
-    return str(doc.get("name", "project"))
+    path = project_dir / "Pulumi.yaml"
+    try:
+        doc = read_yaml(path)  # the user's file: within the limits on size and aliases
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            key="Pulumi.yaml",
+            value=str(path),
+            accepted="a Pulumi project file (YAML)",
+            message=str(getattr(exc, "problem", None) or exc),
+        ) from None
+    return str(doc.get("name", "project")) if isinstance(doc, dict) else "project"
 
 
 def _runtime_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
@@ -319,7 +328,7 @@ def _runtime_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
     offline, so such keys get a placeholder and are marked secret: the graph then shows
     them as redacted, and the program sees that they are secrets.
     """
-    doc = yaml.safe_load(stack_file.read_text(encoding="utf-8")) or {}
+    doc = read_yaml(stack_file) or {}  # load_stack has read it within the limits already
     config: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in (doc.get("config") or {}).items():

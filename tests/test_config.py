@@ -38,7 +38,7 @@ RETENTION = "an integer >= 180 among CloudWatch Logs retention values: " + ", ".
     map(str, LOG_RETENTION_DAYS)
 )
 CERT_ARN = "arn:aws:acm:eu-central-1:123456789012:certificate/8c4e1b7a-2d3f-4a5b-b6c7-9e8f0a1b2c3d"
-PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+PEM = (ROOT / "stacks" / "certs" / "prod-clients-ca.pem").read_text()  # a real CA certificate
 
 
 def changed(*edits: tuple[str, Any]) -> dict[str, Any]:
@@ -330,6 +330,7 @@ def test_unknown_top_level_llmkit_key() -> None:
         f"llmkit:{k}"
         for k in (
             "allowed_regions",
+            "allow_world_open",
             "network",
             "runtime",
             "models",
@@ -374,8 +375,12 @@ def test_region_outside_allowed_regions() -> None:
     )
 
 
-def test_world_open_client_cidr_is_allowed_on_a_public_endpoint() -> None:
-    raw = changed(("llmkit:endpoint.public", True), ("llmkit:endpoint.allowed_client_cidrs", ["0.0.0.0/0"]))
+def test_world_open_client_cidr_is_allowed_on_a_public_endpoint_with_the_override() -> None:
+    raw = changed(
+        ("llmkit:endpoint.public", True),
+        ("llmkit:endpoint.allowed_client_cidrs", ["0.0.0.0/0"]),
+        ("llmkit:allow_world_open", ["endpoint.allowed_client_cidrs"]),
+    )
     assert from_mapping(raw, source="test").endpoint.allowed_client_cidrs == [IPv4Network("0.0.0.0/0")]
 
 
@@ -913,7 +918,11 @@ def test_firewall_refusals_name_key_value_and_accepted(
 
 def test_world_open_extra_ingress_only_on_lb_443_of_a_public_endpoint() -> None:
     world = {"extra_ingress": [ingress(cidrs=["0.0.0.0/0"])]}
-    public = changed(("llmkit:endpoint.public", True), ("llmkit:firewall", world))
+    public = changed(
+        ("llmkit:endpoint.public", True),
+        ("llmkit:firewall", world),
+        ("llmkit:allow_world_open", ["firewall.extra_ingress"]),
+    )
     assert from_mapping(public, source="test").firewall.extra_ingress[0].cidrs == [IPv4Network("0.0.0.0/0")]
     on_80 = changed(
         ("llmkit:endpoint.public", True),

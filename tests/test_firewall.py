@@ -175,7 +175,11 @@ def test_no_world_open_ingress_on_an_internal_endpoint(recorded: Recorded) -> No
 
 def test_public_endpoint_opens_only_443_to_the_world(run_pulumi: Run) -> None:
     endpoint = load_stack("staging", ROOT).endpoint.model_dump(mode="json")
-    cfg = config_with("staging", endpoint={**endpoint, "public": True, "allowed_client_cidrs": ["0.0.0.0/0"]})
+    cfg = config_with(
+        "staging",
+        endpoint={**endpoint, "public": True, "allowed_client_cidrs": ["0.0.0.0/0"]},
+        allow_world_open=["endpoint.allowed_client_cidrs"],  # the named override a public endpoint needs
+    )
     rec = from_stack(run_pulumi, cfg)
     world = [r for r in rec.of_type(INGRESS) if r.inputs.get("cidrIpv4") in WORLD]
     assert [

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from llmkit import pki
 from llmkit.commands import UserErrorGroup, make_console
-from llmkit.config import Gateway, load_stack, load_stack_file
+from llmkit.config import Gateway, load_stack, load_stack_file, read_yaml
 from llmkit.errors import EXIT_FINDINGS, ConfigError, ConfigErrors, LlmkitError
 from llmkit.gateway import MASTER_KEY_ENV, key_request
 from llmkit.gateway_client import (
@@ -140,7 +140,7 @@ def _client(
 def _gateway_section(path: Path) -> Gateway:
     """llmkit:gateway from FILE: a Pulumi stack file, ``{llmkit:gateway: {...}}`` or the mapping itself."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = read_yaml(path)  # within the limits on size and aliases
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
