@@ -45,6 +45,7 @@ from llmkit.config import (
 from llmkit.errors import MAX_QUOTED, ConfigError, ConfigErrors, quoted
 
 ROOT = Path(__file__).resolve().parent.parent
+RULE = "aws-provider-config-disallow-world-open-override"
 # Enough for the CLI to start and refuse a file; far too little to expand an alias bomb.
 CHILD_MEMORY = 1024 * 1024 * 1024
 CHILD_TIMEOUT = 60
@@ -578,3 +579,23 @@ def test_plan_refuses_a_world_open_admin_list_naming_the_key(tmp_path: Path) -> 
         result.output
     )
 
+
+def test_plan_reports_the_override_through_the_policy_pack(tmp_path: Path) -> None:
+    p = project(tmp_path)
+    endpoint = {
+        **stack_doc("dev")["config"]["llmkit:endpoint"],
+        "public": True,
+        "allowed_client_cidrs": WORLD,
+    }
+    write_stack(
+        p, "public", with_keys("dev", endpoint=endpoint, allow_world_open=["endpoint.allowed_client_cidrs"])
+    )
+    graph = tmp_path / "graph.json"
+    result = plan("public", "--policy-only", "--json", str(graph), "--project-dir", str(p))
+    assert result.exit_code == 0, result.output[-3000:]  # advisory: reported, not failed
+    assert RULE in result.output
+    (provider,) = [
+        r for r in json.loads(graph.read_text())["resources"] if r["type"] == "pulumi:providers:aws"
+    ]
+    tags = json.loads(provider["inputs"]["defaultTags"])["tags"]
+    assert tags[WORLD_OPEN_TAG] == "endpoint.allowed_client_cidrs"

@@ -190,6 +190,13 @@ def _untagged_provider(g: Graph) -> None:
     provider["defaultTags"] = json.dumps(tags)
 
 
+def _world_open_provider(g: Graph) -> None:
+    provider = _inputs(g, "aws")
+    tags = json.loads(provider["defaultTags"])
+    tags["tags"]["llmkit:allow-world-open"] = "gateway.admin_cidrs"
+    provider["defaultTags"] = json.dumps(tags)
+
+
 def _unencrypted_volume(g: Graph) -> None:
     _add(
         g,
@@ -314,6 +321,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str]]] = {
         {"aws-provider-region-enforce-allowlist"},
     ),
     "the owner tag gone": (_untagged_provider, {"aws-tagging-resource-missing-required-tags"}),
+    "a world-open override": (_world_open_provider, {"aws-provider-config-disallow-world-open-override"}),
     "a NAT route from the model tier": (_model_route_to_nat, {"aws-ec2-routetable-disallow-model-egress"}),
     "a privileged container": (
         _k8s(lambda g: _container_of(g)["securityContext"].update(privileged=True)),
