@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from llmkit.commands import UserErrorGroup, make_console
 from llmkit.errors import EXIT_FINDINGS, EXIT_OK
@@ -23,6 +24,7 @@ from llmkit.mirror import push as push_lib
 from llmkit.mirror.auth import PASSWORD_ENV, RegistryAuth
 from llmkit.mirror.manifest import Finding, Manifest, MirrorError
 from llmkit.mirror.sources import DEFAULT_REGISTRY
+from llmkit.untrusted import printable
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -34,6 +36,11 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def _text(value: object, style: str = "") -> Text:
+    """Text from a manifest, a server or the user, as text: no markup, no terminal escapes."""
+    return Text(printable(value), style=style)
 
 
 def _s3_client(endpoint_url: str | None, region: str | None) -> Any:
@@ -128,6 +135,11 @@ def mirror() -> None:
 )
 @click.option("--gguf", "ggufs", multiple=True, type=_FILE, help="A local GGUF file (repeatable).")
 @click.option("--modelfile", type=_FILE, help="A local Modelfile to go with --gguf.")
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Take a URL listed without a sha256 as it comes; the manifest lists it as unverified.",
+)
 @_download_options
 def pull(
     model: str,
@@ -138,6 +150,7 @@ def pull(
     url_list: Path | None,
     ggufs: tuple[Path, ...],
     modelfile: Path | None,
+    allow_unverified: bool,
     workers: int,
     chunk_size: int,
     retries: int,
@@ -161,8 +174,10 @@ def pull(
         raise MirrorError(f"give one source, not {' and '.join(chosen)}")
     if modelfile and not ggufs:
         raise MirrorError("--modelfile goes with --gguf")
+    if allow_unverified and not (urls or url_list):
+        raise MirrorError("--allow-unverified goes with --url/--urls")
     if urls or url_list:
-        result = pull_lib.pull_urls(model, to, urls, url_list, opts)
+        result = pull_lib.pull_urls(model, to, urls, url_list, opts, allow_unverified)
     elif ggufs:
         result = pull_lib.pull_local(model, to, ggufs, modelfile)
     else:
@@ -178,10 +193,21 @@ def pull(
         result = pull_lib.pull_registry(model, to, where, opts, auth)
     m, stats = result.manifest, result.stats
     console.print(
-        f"pulled {m.name}: {len(m.files)} file(s), {_size(m.total_size)} into {to} "
-        f"({_size(stats.fetched_bytes)} fetched, {_size(stats.resumed_bytes)} resumed, "
-        f"{stats.skipped_files} already there, {stats.retries} retries); manifest {to / 'manifest.json'}"
+        _text(
+            f"pulled {m.name}: {len(m.files)} file(s), {_size(m.total_size)} into {to} "
+            f"({_size(stats.fetched_bytes)} fetched, {_size(stats.resumed_bytes)} resumed, "
+            f"{stats.skipped_files} already there, {stats.retries} retries); manifest {to / 'manifest.json'}"
+        )
     )
+    unverified = m.source.get("unverified") or []
+    if unverified:
+        console.print(
+            _text(
+                f"warning: {len(unverified)} file(s) taken without a known sha256 (--allow-unverified; "
+                f"the manifest says so): {', '.join(map(str, unverified))}",
+                "yellow",
+            )
+        )
 
 
 @mirror.command()
@@ -267,10 +293,12 @@ def bundle(
     result = bundle_lib.build_bundle(to, options, _fetch_options(workers, chunk_size, retries, progress))
     m, stats = result.manifest, result.stats
     make_console().print(
-        f"bundle {m.name}: {len(m.files)} file(s), {_size(m.total_size)} in {to}: {result.wheels} wheel(s) "
-        f"for {', '.join(m.source['targets'])}, {result.artifacts} release(s), the playbooks "
-        f"({_size(stats.fetched_bytes)} fetched, {stats.skipped_files} already there, "
-        f"{len(result.removed)} stale removed); manifest {to / 'manifest.json'}"
+        _text(
+            f"bundle {m.name}: {len(m.files)} file(s), {_size(m.total_size)} in {to}: {result.wheels} "
+            f"wheel(s) for {', '.join(m.source['targets'])}, {result.artifacts} release(s), the playbooks "
+            f"({_size(stats.fetched_bytes)} fetched, {stats.skipped_files} already there, "
+            f"{len(result.removed)} stale removed); manifest {to / 'manifest.json'}"
+        )
     )
 
 
@@ -320,9 +348,12 @@ def push(
         )
         result = push_lib.push_s3(directory, target, prefix)
     make_console().print(
-        f"published {directory} to {result.target}: {len(result.uploaded)} uploaded, "
-        f"{len(result.skipped)} unchanged, {len(result.deleted)} stale deleted, "
-        f"{result.resumed_parts} part(s) resumed, {result.aborted_uploads} upload(s) aborted; manifest last"
+        _text(
+            f"published {directory} to {result.target}: {len(result.uploaded)} uploaded, "
+            f"{len(result.skipped)} unchanged, {len(result.deleted)} stale deleted, "
+            f"{result.resumed_parts} part(s) resumed, {result.aborted_uploads} upload(s) aborted; "
+            "manifest last"
+        )
     )
 
 
@@ -336,20 +367,21 @@ def ls_command(location: str, endpoint_url: str | None, region: str | None) -> N
         found = remote.ls_s3(_s3_client(endpoint_url, region), bucket, prefix)
     else:
         found = remote.ls_dir(Path(location))
-    table = Table(title=f"mirror {location}")
+    table = Table(title=_text(f"mirror {location}"))
     for col in ("model", "kind", "files", "size", "source", "created", "where"):
         table.add_column(col, overflow="fold")
     for item in found:
         m = item.manifest
-        table.add_row(
+        cells = (
             m.name,
             m.kind,
-            str(len(m.files)),
+            len(m.files),
             _size(m.total_size),
-            str(m.source.get("type", "-")),
+            m.source.get("type", "-"),
             m.created,
             item.where,
         )
+        table.add_row(*map(_text, cells))
     console = make_console()
     console.print(table)
     console.print(f"{len(found)} manifest(s)")
@@ -358,11 +390,14 @@ def ls_command(location: str, endpoint_url: str | None, region: str | None) -> N
 def _report(where: str, manifest: Manifest, findings: list[Finding]) -> None:
     console = make_console()
     for f in findings:
-        console.print(f"[red]MISMATCH[/] {f.path}: {f.problem}")
+        console.print(Text.assemble(("MISMATCH", "red"), " ", _text(f"{f.path}: {f.problem}")))
     if findings:
-        console.print(f"{where}: {len(findings)} of {len(manifest.files)} file(s) do not match the manifest")
+        count = f"{len(findings)} of {len(manifest.files)} file(s)"
+        console.print(_text(f"{where}: {count} do not match the manifest"))
         sys.exit(EXIT_FINDINGS)
-    console.print(f"{where}: {manifest.name}, {len(manifest.files)} file(s) verified against the manifest")
+    console.print(
+        _text(f"{where}: {manifest.name}, {len(manifest.files)} file(s) verified against the manifest")
+    )
     sys.exit(EXIT_OK)
 
 

@@ -58,7 +58,7 @@ from llmkit.files import (
     split_relpath,
 )
 from llmkit.mirror.auth import RegistryAuth, redact_url, strip_auth_on_redirect
-from llmkit.mirror.manifest import DigestMismatch, FileEntry, MirrorError, is_sha256
+from llmkit.mirror.manifest import DigestMismatch, FileEntry, MirrorError
 
 DISK_HEADROOM = 1.2
 DEFAULT_WORKERS = 8
@@ -85,6 +85,9 @@ class Blob:
     headers: Mapping[str, str] = field(default_factory=dict)
     # a registry's credentials and token (sent to its own origin only, refreshed on a 401)
     auth: RegistryAuth | None = None
+    # no sha256 is known and the user allowed that (--allow-unverified): the digest is the one of
+    # the bytes received; without it, a blob with no sha256 is refused
+    unverified: bool = False
 
 
 @dataclass
@@ -165,7 +168,6 @@ def _retrying(what: str, opts: Options, stats: Stats, fn: Callable[[], Any]) -> 
 class _Probe:
     size: int
     ranges: bool
-    advertised_sha256: str | None
 
 
 def probe(blob: Blob, opts: Options, stats: Stats) -> _Probe:
@@ -174,21 +176,17 @@ def probe(blob: Blob, opts: Options, stats: Stats) -> _Probe:
     def go() -> _Probe:
         with _request(blob.url, {**blob.headers, "Range": "bytes=0-0"}, auth=blob.auth) as resp:
             stats.add(requests=1)
-            advertised = None
-            for header in ("X-Linked-Etag", "ETag"):  # Hugging Face: the LFS file's sha256
-                value = (resp.headers.get(header) or "").strip('"W/ ').lower()
-                if is_sha256(value):
-                    advertised = value
-                    break
+            # an ETag (or Hugging Face's X-Linked-Etag) is never taken as the sha256: the server
+            # would vouch for its own bytes
             if resp.status == 206:
                 total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
-                if total.isdigit():
-                    return _Probe(int(total), True, advertised)
+                if total.isascii() and total.isdigit():
+                    return _Probe(int(total), True)
             length = resp.headers.get("Content-Length")
-            if resp.status == 200 and length and length.isdigit():
-                return _Probe(int(length), False, advertised)
+            if resp.status == 200 and length and length.isascii() and length.isdigit():
+                return _Probe(int(length), False)
             if blob.size is not None:
-                return _Probe(blob.size, False, advertised)
+                return _Probe(blob.size, False)
             raise MirrorError(
                 f"{redact_url(blob.url)}: the server reports no size (no Content-Range/Content-Length)"
             )
@@ -395,13 +393,13 @@ def fetch_all(
             raise MirrorError(
                 f"{blob.path}: the server reports {info.size} bytes, the source lists {blob.size}"
             )
-        expected = blob.sha256 or info.advertised_sha256
-        if not expected:
+        expected = blob.sha256
+        if not expected and not blob.unverified:
             raise MirrorError(
                 f"{blob.path}: no sha256 is known for {redact_url(blob.url)}; list it (URL SHA256 in the "
                 "URL list, or URL#sha256=<hex>)"
             )
-        if dest and dest.st_size == info.size and _digest(directory, blob.path) == expected:
+        if expected and dest and dest.st_size == info.size and _digest(directory, blob.path) == expected:
             entries[blob.path] = FileEntry(blob.path, expected, info.size, blob.role)
             stats.skipped_files += 1
             continue
@@ -490,11 +488,11 @@ def fetch_all(
 
 
 def _finish(job: _Job) -> FileEntry:
-    assert job.state is not None and job.sha256 is not None
+    assert job.state is not None and (job.sha256 is not None or job.blob.unverified)
     job.state.flush()
     part = _part(job.rel)
     digest = _digest(job.root, part)
-    if digest != job.sha256:
+    if job.sha256 is not None and digest != job.sha256:
         remove_inside(job.root, part)
         remove_inside(job.root, _state_path(job.rel))
         raise DigestMismatch(
@@ -502,4 +500,4 @@ def _finish(job: _Job) -> FileEntry:
         )
     replace_inside(job.root, part, job.rel)
     remove_inside(job.root, _state_path(job.rel))
-    return FileEntry(job.blob.path, job.sha256, job.size, job.blob.role)
+    return FileEntry(job.blob.path, job.sha256 or digest, job.size, job.blob.role)

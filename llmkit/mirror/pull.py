@@ -105,13 +105,23 @@ def pull_registry(
 
 
 def pull_urls(
-    ref: str, directory: Path, urls: Sequence[str], list_file: Path | None, opts: Options | None = None
+    ref: str,
+    directory: Path,
+    urls: Sequence[str],
+    list_file: Path | None,
+    opts: Options | None = None,
+    allow_unverified: bool = False,
 ) -> PullResult:
+    """``allow_unverified``: a URL without a listed sha256 is taken as it comes, and the
+    manifest's source lists it under ``unverified`` (:mod:`llmkit.mirror.sources`)."""
     model, tag = sources.split_name(ref)
-    blobs: list[Blob] = sources.url_blobs(urls, list_file)
+    blobs: list[Blob] = sources.url_blobs(urls, list_file, allow_unverified)
     check_target(directory)
     entries, stats = fetch_all(blobs, directory, opts, prepare=lambda: _start(directory))
-    source = {"type": "urls", "urls": [redact_url(b.url) for b in blobs]}
+    source: dict[str, object] = {"type": "urls", "urls": [redact_url(b.url) for b in blobs]}
+    unverified = [b.path for b in blobs if b.unverified]
+    if unverified:
+        source["unverified"] = unverified
     manifest = Manifest("model", model.rpartition("/")[2], tag, source, entries)
     _finish(directory, manifest)
     return PullResult(manifest, stats, directory)
