@@ -24,15 +24,20 @@ made, the rename is undone.
 
 **Transport**: ``http.client`` directly (no new dependency). No redirect is followed and no
 ``HTTP(S)_PROXY`` is used, so the master key goes to the URL given and nowhere else; plain
-``http://`` is accepted only for a loopback address (a port-forward or an SSH tunnel). TLS is
+``http://`` is accepted only for a loopback address (a port-forward or an SSH tunnel; the kit's
+one rule, :func:`llmkit.net.check_credential_target`). An answer is read with a bound
+(:data:`MAX_BODY_BYTES`, a larger ``Content-Length`` refused before reading) and parsed as data
+(:func:`llmkit.untrusted.parse_json`: no deep nesting, no out-of-range numbers); paging stops
+after :data:`MAX_PAGES`. TLS is
 verified against ``--ca`` or the system's trust store (at least TLS 1.2), optionally against
 another name than the URL's host (``server_name``, for a tunnel), with an optional client
 certificate for mutual TLS at the proxy.
 
 **The master key** is held by :class:`MasterKey`, whose ``repr``/``str`` never show it. Every
 message built from a gateway answer goes through :func:`redact`, which removes the master key and
-anything shaped like a LiteLLM key (LiteLLM echoes abbreviated keys in its errors). Errors are
-raised ``from None``: no chained exception carries a request or a header.
+anything shaped like a LiteLLM key (LiteLLM echoes abbreviated keys in its errors), and shows
+control characters as escapes (:func:`llmkit.untrusted.printable`). Errors are raised
+``from None``: no chained exception carries a request or a header.
 """
 
 from __future__ import annotations
@@ -40,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
-import ipaddress
 import json
 import logging
 import os
@@ -55,14 +59,17 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from llmkit import net
 from llmkit.config import duration_seconds
 from llmkit.errors import EXIT_FINDINGS, ConfigError, LlmkitError
 from llmkit.gateway import MASTER_KEY_ENV, ROLE_METADATA
+from llmkit.untrusted import parse_json, printable
 
 URL_ENV = "LLMKIT_GATEWAY_URL"
 DEFAULT_TIMEOUT_S = 30.0
 PAGE_SIZE = 100  # the largest page /key/list serves
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_PAGES = 1000  # 100,000 keys: a gateway that says there are more pages is not believed further
 ROTATE_AFTER_METADATA = "rotate_after_seconds"
 OWNER_METADATA = "owner"
 RETIRED_METADATA = "llmkit_retired_at"
@@ -209,8 +216,8 @@ def master_key_from_secret(secret_id: str) -> MasterKey:
         raise LlmkitError(f"{where}: the secret has no string value")
     if value.lstrip().startswith("{"):
         try:
-            document = json.loads(value)
-        except ValueError:
+            document = parse_json(value, where)
+        except LlmkitError:
             document = None
         if isinstance(document, dict):
             value = str(document.get(MASTER_KEY_ENV, ""))
@@ -248,7 +255,7 @@ def redact(text: str, master_key: MasterKey | None = None) -> str:
     if master_key is not None:
         text = text.replace(master_key.reveal(), "[master key]")
     text = _KEY_SHAPE.sub("sk-[redacted]", text)
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= 400 else text[:399] + "…"
 
 
@@ -272,15 +279,6 @@ class Endpoint:
         return f"{self.scheme}://{host}{port}{self.base_path}"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def parse_url(url: str | None) -> Endpoint:
     if not url:
         raise ConfigError(
@@ -302,7 +300,7 @@ def parse_url(url: str | None) -> Endpoint:
         problem = "credentials in the URL: give the master key another way"
     elif parts.query or parts.fragment:
         problem = "a query or fragment in the base URL"
-    elif parts.scheme == "http" and not _is_loopback(parts.hostname):
+    elif parts.scheme == "http" and not net.is_loopback(parts.hostname):
         problem = "plain http would send the master key unencrypted; use https"
     if problem or not parts.hostname:
         raise ConfigError(key="--url", value=url, accepted=accepted, message=problem or "no host")
@@ -360,8 +358,8 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 def _error_fields(raw: bytes) -> tuple[str | None, str | None]:
     """(LiteLLM's error type, a message) from an error body; no type when LiteLLM did not answer."""
     try:
-        document = json.loads(raw)
-    except ValueError:
+        document = parse_json(raw, "the error")
+    except LlmkitError:
         title = re.search(rb"<title>(.*?)</title>", raw, flags=re.S | re.I)
         text = title.group(1) if title else raw[:200]
         return None, text.decode("utf-8", "replace").strip() or None
@@ -433,7 +431,7 @@ class GatewayClient:
         try:
             connection.request(method, target, body=data, headers=headers)
             response = connection.getresponse()
-            raw = response.read(MAX_BODY_BYTES)
+            raw = net.read_bounded(response, MAX_BODY_BYTES, shown, GatewayError)
             status = response.status
             retry_after = response.getheader("Retry-After")
             location = response.getheader("Location")
@@ -472,10 +470,11 @@ class GatewayClient:
                 "master key is never sent after a redirect: give the final URL with --url",
                 status=status,
             )
-        try:
-            return json.loads(raw) if raw.strip() else None
-        except ValueError:
-            raise GatewayError(f"{shown}: HTTP {status} but not JSON: is this LiteLLM's proxy?") from None
+        if not raw.strip():
+            return None
+        return parse_json(
+            raw, f"{shown}: HTTP {status}", GatewayError, not_json="not JSON, is this LiteLLM's proxy?"
+        )
 
     def _http_error(self, shown: str, status: int, raw: bytes, retry_after: str | None) -> GatewayError:
         error_type, message = _error_fields(raw)
@@ -506,7 +505,7 @@ class GatewayClient:
     def generate(self, body: Mapping[str, Any]) -> NewKey:
         answer = self.request("POST", "/key/generate", body=dict(body))
         secret = answer.get("key") if isinstance(answer, dict) else None
-        if not isinstance(secret, str) or not secret.startswith("sk-"):
+        if not isinstance(secret, str) or not secret.startswith("sk-") or not _PRINTABLE.fullmatch(secret):
             raise GatewayError(f"POST {self.endpoint.url}/key/generate: the answer holds no key")
         return NewKey(secret=secret, record=KeyRecord.from_api(answer))
 
@@ -532,6 +531,11 @@ class GatewayClient:
             pages = answer.get("total_pages")
             if not isinstance(pages, int) or page >= pages or not keys:
                 return records
+            if page >= MAX_PAGES:
+                raise GatewayError(
+                    f"GET {self.endpoint.url}/key/list: the gateway reports {pages} pages of keys; "
+                    f"refused after {MAX_PAGES}"
+                )
             page += 1
 
     def find(self, alias: str) -> KeyRecord:

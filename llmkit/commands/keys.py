@@ -24,6 +24,7 @@ import click
 import yaml
 from pydantic import ValidationError
 from rich.table import Table
+from rich.text import Text
 
 from llmkit import pki
 from llmkit.commands import UserErrorGroup, make_console
@@ -31,6 +32,7 @@ from llmkit.config import Gateway, load_stack, load_stack_file, read_yaml
 from llmkit.errors import EXIT_FINDINGS, ConfigError, ConfigErrors, LlmkitError
 from llmkit.gateway import MASTER_KEY_ENV, key_request
 from llmkit.gateway_client import (
+    ALIAS_PATTERN,
     URL_ENV,
     GatewayClient,
     KeyRecord,
@@ -44,6 +46,7 @@ from llmkit.gateway_client import (
     tls_context,
 )
 from llmkit.plan import find_project_dir
+from llmkit.untrusted import printable
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _OUT = click.Path(dir_okay=False, path_type=Path)
@@ -224,7 +227,8 @@ def _when(value: dt.datetime | None) -> str:
 
 
 def _describe(record: KeyRecord) -> str:
-    return (
+    """One line about a key; what the gateway said is shown as text (:func:`printable`)."""
+    return printable(
         f"role {record.role or '-'}, models {', '.join(record.models) or 'all'}, "
         f"expires {_when(record.expires)} UTC, token {record.token[:12]}…"
     )
@@ -303,12 +307,13 @@ def list_keys(role: str | None, as_json: bool, **gateway: Any) -> None:
         click.echo(json.dumps([r.public() for r in records], indent=2))
         return
     now = _now()
-    table = Table(title=f"keys at {client.endpoint.url}" + (f" (role {role})" if role else ""))
+    title = f"keys at {client.endpoint.url}" + (f" (role {role})" if role else "")
+    table = Table(title=Text(printable(title)))
     table.add_column("alias", no_wrap=True)
     for name in ("role", "models", "expires (UTC)", "spend/budget $", "rpm", "state"):
         table.add_column(name, overflow="fold")
     for record in records:
-        table.add_row(
+        cells = (
             record.alias or f"({record.token[:12]}…)",
             record.role or "-",
             ", ".join(record.models) or "all",
@@ -317,6 +322,8 @@ def list_keys(role: str | None, as_json: bool, **gateway: Any) -> None:
             str(record.rpm_limit) if record.rpm_limit is not None else "-",
             _state(record, now),
         )
+        # what the gateway says is text: no rich markup, no terminal escapes
+        table.add_row(*(Text(printable(cell)) for cell in cells))
     console = make_console()
     console.print(table)
     console.print(f"{len(records)} key(s)")
@@ -415,7 +422,13 @@ def rotate_keys(
     failed = 0
     for old in sorted(todo, key=lambda r: r.alias or ""):
         if old.alias is None or old.role is None:
-            click.echo(f"skipped {old.token[:12]}…: not issued by `llmkit keys` (no alias or role)", err=True)
+            click.echo(
+                f"skipped {printable(old.token[:12])}…: not issued by `llmkit keys` (no alias or role)",
+                err=True,
+            )
+            continue
+        if not ALIAS_PATTERN.fullmatch(old.alias):  # it becomes a file name or a line of output
+            click.echo(f"skipped {old.alias!r}: not an alias `llmkit keys` issues", err=True)
             continue
         if dry_run:
             click.echo(f"due: {old.alias!r} ({_describe(old)}, due since {_when(old.due_at)} UTC)", err=True)
