@@ -195,6 +195,34 @@ admin_cidrs: list[str] = []
 # the proxy hosts and the inventory's `gateway` group (admitted automatically). Default: none.
 gateway_hosts: list[str] = []
 
+# --- egress of the model hosts (gpu and model_<slug> hosts with no other role) -------------------
+# Outbound connections are refused except to: replies, loopback, DHCP, ICMP errors; DNS; NTP; the
+# mirrors of models_mirror_url, ollama_mirror_url, exporters_mirror_url (and nvidia_repo_mirror
+# when NVIDIA's repositories are used) when their URLs name an IP address; for an s3:// model
+# store, the instance metadata service and the host's AWS_ENDPOINT_URL(_S3) when it is an address;
+# apt's proxy (or, without one, its sources) when it is an address; and egress_allow. The firewall
+# allows addresses, never names: a source given by a DNS name (a mirror, apt's sources, GitHub and
+# the Ollama registry when no mirror is set) must have its addresses in egress_allow; the deploy
+# warns, naming the key, when egress_allow has no entry on that port.
+
+# DNS servers (IP addresses) a model host may query (udp and tcp 53). None: the name servers the
+# host uses (/etc/resolv.conf, and systemd-resolved's upstreams); []: none.
+dns_servers = None
+
+# NTP servers (IP addresses) a model host may reach (udp 123), e.g. ["169.254.169.123"] (Amazon
+# Time Sync). Default: none.
+ntp_servers: list[str] = []
+
+# Everything else a model host must reach: log and metric targets, mirrors named by DNS names, the
+# S3 prefix list and interface endpoints on AWS. Entries "ADDRESS[/PREFIX]:PORT" (TCP) or
+# "ADDRESS[/PREFIX]:PORT/udp", IPv6 in brackets: "[2001:db8::5]:443". A /0 is refused (use
+# egress_allow_any). Default: none.
+egress_allow: list[str] = []
+
+# Turn the model hosts' egress allow-list off (outbound open, as on the other hosts): an explicit,
+# unsafe choice, said in the ruleset. Accepted: True | False.
+egress_allow_any = False
+
 # --- LLM gateway (gateway hosts: LiteLLM's proxy, playbooks/deploys/gateway.py) -------------------
 
 # The gateway's configuration: a mapping with the shape of the stack's llmkit:gateway section
