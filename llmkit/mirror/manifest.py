@@ -70,8 +70,7 @@ def check_relpath(path: str, where: str = MANIFEST_NAME) -> str:
         or untrusted.has_unprintable(path)
     ):
         raise MirrorError(
-            f"{where}: refused path {path!r} (relative, no '..', no control characters, not the "
-            "manifest)"
+            f"{where}: refused path {path!r} (relative, no '..', no control characters, not the manifest)"
         )
     return str(PurePosixPath(path))
 
