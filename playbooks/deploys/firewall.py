@@ -61,6 +61,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from llmkit.errors import ConfigError
 from playbooks.deploys.gateway import gateway_port
+from playbooks.deploys.sandbox import EGRESS_ACCEPTED, Destination, Network, egress_allow
 from playbooks.render import render
 
 NFTABLES_CONF = "/etc/nftables.conf"
@@ -71,8 +72,6 @@ GPU_GROUP = "gpu"
 MODEL_GROUP_PREFIX = "model_"
 MONITORING_GROUP = "monitoring"
 GATEWAY_GROUP = "gateway"
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -94,14 +93,6 @@ class Egress:
     port: int
     v4: list[str] = field(default_factory=list)
     v6: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Destination:
-    network: Network
-    port: int
-    protocol: str  # "tcp" | "udp"
-    why: str
 
 
 def networks(values: Iterable[Any], key: str) -> list[Network]:
@@ -178,42 +169,6 @@ DEFAULT_SOURCES = {
         "the exporters' releases, as exporters_mirror_url is not set",
     ),
 }
-EGRESS_ACCEPTED = "a list of ADDRESS[/PREFIX]:PORT or [IPv6[/PREFIX]]:PORT entries, optionally /udp"
-_EGRESS_ENTRY = re.compile(
-    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:/\d{1,3})?)\]|(?P<v4>[0-9.]+(?:/\d{1,2})?))"
-    r":(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$"
-)
-
-
-def egress_allow(data: Mapping[str, Any]) -> list[Destination]:
-    """``egress_allow`` parsed; ConfigError naming the key and the entry otherwise."""
-    values = data.get("egress_allow") or []
-    if isinstance(values, str) or not isinstance(values, list | tuple):
-        raise ConfigError("egress_allow", values, EGRESS_ACCEPTED, "not a list")
-    out = []
-    for value in values:
-        match = _EGRESS_ENTRY.match(value) if isinstance(value, str) else None
-        try:
-            if match is None:
-                raise ValueError(value)
-            network = ipaddress.ip_network(match["v6"] or match["v4"])
-            port, protocol = int(match["port"]), match["proto"] or "tcp"
-            if not 1 <= port <= 65535:
-                raise ValueError(port)
-        except ValueError:
-            raise ConfigError(
-                "egress_allow", value, EGRESS_ACCEPTED, "not an address (or network) and a port"
-            ) from None
-        if network.prefixlen == 0:
-            raise ConfigError(
-                "egress_allow",
-                value,
-                EGRESS_ACCEPTED,
-                "a whole address family is not an allow-list entry (set egress_allow_any: true to "
-                "turn the model hosts' egress allow-list off)",
-            )
-        out.append(Destination(network, port, protocol, "egress_allow"))
-    return out
 
 
 def addresses(data: Mapping[str, Any], key: str) -> list[Network]:

@@ -72,7 +72,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy
 from pyinfra.api.hiddenvalue import HiddenValue
 from pyinfra.facts.files import File
@@ -94,12 +94,14 @@ from llmkit.gateway import (
 from llmkit.pki import sans_of
 from playbooks.deploys.reverse_proxy import (
     GATEWAY_TLS_NAME,
+    PROXY_GROUP,
     TlsMaterial,
     model_host_address,
     model_hosts,
     socket_address,
     tls_material,
 )
+from playbooks.deploys.sandbox import egress_allow, ip_allow
 from playbooks.facts.gateway import EnvFileKeys, LocalPostgres, PostgresState
 from playbooks.facts.tls import DefaultRouteSource
 from playbooks.operations.download import DOWNLOAD_DIR, verified_download
@@ -776,8 +778,54 @@ def render_env(settings: GatewaySettings) -> str:
     return render("gateway-env.j2", **env_context(settings))
 
 
-def unit_context(settings: GatewaySettings, listen: str) -> dict[str, Any]:
+def unit_ip_allow(
+    settings: GatewaySettings,
+    listen: str,
+    proxies: Iterable[tuple[str, Mapping[str, Any]]] = (),
+    backends: Mapping[str, Sequence[Backend]] | None = None,
+    extra: Iterable[str] = (),
+) -> tuple[list[str], list[str]]:
+    """The unit's IPAddressAllow= (the loopback, its own address, the proxies, the model hosts
+    LiteLLM calls, the external database when its URL names an address, and ``extra``: the
+    addresses egress_allow lists) and warnings for what it cannot admit by address."""
+    peers: list[str] = [listen]
+    warnings: list[str] = []
+    extra = [str(e) for e in extra]
+    for name, data in proxies:
+        address = str(data.get("ssh_hostname") or name)
+        if not _is_ip(address):
+            raise ValueError(
+                f"gateway: proxy host {name} has no IP address ({address!r}); set its ssh_hostname"
+            )
+        peers.append(address)
+    for entry in (b for group in (backends or {}).values() for b in group):
+        address = urlsplit(entry.api_base).hostname or ""
+        if not _is_ip(address):
+            raise ConfigError(
+                "model_bind_address",
+                address,
+                "an IP address",
+                f"model host {entry.name}: the gateway's unit admits the model hosts by address",
+            )
+        peers.append(address)
+    if settings.database_url:
+        database = urlsplit(settings.database_url).hostname or ""
+        if _is_ip(database):
+            peers.append(database)
+        elif not extra:
+            warnings.append(
+                f"gateway_database_url: the database {database} is a name, and the gateway's unit admits "
+                "addresses only (IPAddressAllow): list its addresses in egress_allow (ADDRESS:PORT), or "
+                "LiteLLM cannot reach it"
+            )
+    return ip_allow(peers, extra), warnings
+
+
+def unit_context(
+    settings: GatewaySettings, listen: str, allow: Sequence[str] | None = None
+) -> dict[str, Any]:
     return {
+        "ip_allow": list(allow) if allow is not None else unit_ip_allow(settings, listen)[0],
         "version": litellm_release().version,
         "user": GATEWAY_USER,
         "home": GATEWAY_HOME,
@@ -797,8 +845,8 @@ def unit_context(settings: GatewaySettings, listen: str) -> dict[str, Any]:
     }
 
 
-def render_unit(settings: GatewaySettings, listen: str) -> str:
-    return render("gateway-litellm.service.j2", **unit_context(settings, listen))
+def render_unit(settings: GatewaySettings, listen: str, allow: Sequence[str] | None = None) -> str:
+    return render("gateway-litellm.service.j2", **unit_context(settings, listen, allow))
 
 
 def render_litellm_config(settings: GatewaySettings, backends: Mapping[str, Sequence[Backend]]) -> str:
@@ -1016,6 +1064,11 @@ def gateway() -> None:
 
     route = host.get_fact(DefaultRouteSource) if needs_route_fact(host.name, data) else None
     listen = listen_address(host.name, data, route)
+    proxies = [(m.name, m.data.dict()) for m in host.inventory.get_group(PROXY_GROUP, [])]
+    extra = [str(d.network) for d in egress_allow(data)]
+    allow, warnings = unit_ip_allow(settings, listen, proxies, backends, extra)
+    for warning in warnings:
+        logger.warning(f"{host.name}: gateway: {warning}")
 
     _packages(settings)
     _account_and_directories()
@@ -1046,7 +1099,7 @@ def gateway() -> None:
     )
     unit = files.put(
         name="Gateway systemd unit",
-        src=StringIO(render_unit(settings, listen)),
+        src=StringIO(render_unit(settings, listen, allow)),
         dest=UNIT_PATH,
         user="root",
         group="root",

@@ -8,11 +8,14 @@ Decisions, for reviewers:
   ``tar`` runs, unpacked into a temporary directory and renamed to
   ``/opt/llmkit/<exporter>/<version>`` only when complete and the binary runs (``--version``). An
   architecture without a pinned checksum is refused before anything runs.
-- **Hardened units**: ``DynamicUser`` (no account to manage, nothing it owns survives), no
-  capabilities, ``NoNewPrivileges``, ``ProtectSystem=strict``, kernel/cgroup/clock protection,
-  restricted socket families, ``MemoryDenyWriteExecute`` for node_exporter. The GPU exporter keeps
-  device access (``nvidia-smi`` opens ``/dev/nvidia*``) and runs nvidia-smi once per scrape
-  (every :data:`SCRAPE_INTERVAL`).
+- **Hardened units**: ``DynamicUser`` (no account to manage, nothing it owns survives) in a
+  private user namespace, no capabilities, ``NoNewPrivileges``, ``ProtectSystem=strict``,
+  kernel/cgroup/clock protection, other users' processes hidden, restricted socket families, a
+  system call allow-list, ``MemoryDenyWriteExecute`` for node_exporter and mtail, and
+  ``IPAddressDeny=any`` but the loopback, the unit's own address and the monitoring hosts. The
+  GPU exporter keeps access to the NVIDIA devices only (``nvidia-smi`` opens ``/dev/nvidia*``)
+  and runs nvidia-smi once per scrape (every :data:`SCRAPE_INTERVAL`). Each unit's
+  ``systemd-analyze security`` score is recorded in ``tests/playbooks/test_unit_hardening.py``.
 - **Listening on the host's address, never on all interfaces**: the exporters bind to the
   host's address as the inventory knows it (``ssh_hostname``, else the inventory name) when that
   is an IP address, else to the IPv4 default route's source address (a fact), which is what
@@ -62,8 +65,10 @@ from pyinfra.operations import apt, files, server, systemd
 from llmkit.artifacts import Artifact, artifact, is_sha256
 from llmkit.config import Alarms
 from llmkit.errors import ConfigError
+from playbooks.deploys.firewall import peer_address
 from playbooks.deploys.host_paths import mirror_location
 from playbooks.deploys.reverse_proxy import PROXY_ACCESS_LOG
+from playbooks.deploys.sandbox import ip_allow
 from playbooks.facts.nvidia import NvidiaGpus
 from playbooks.facts.tls import DefaultRouteSource
 from playbooks.operations.download import download_release
@@ -279,11 +284,29 @@ def extract_command(archive: str, sha256: str, install_dir: str, binary_name: st
     )
 
 
-def unit_context(exporter: Exporter, version: str, listen: str) -> dict[str, Any]:
+def unit_ip_allow(listen: str, scrapers: Iterable[str]) -> list[str]:
+    """IPAddressAllow= of an exporter's unit: the loopback, its own address, the monitoring hosts."""
+    address = listen.rpartition(":")[0].strip("[]")
+    return ip_allow([address], scrapers)
+
+
+def scraper_addresses(members: Iterable[InventoryHost]) -> list[str]:
+    """The monitoring hosts' addresses (IP addresses, as the host firewall requires them)."""
+    return [
+        str(peer_address(m.name, m.data, MONITORING_GROUP).network_address)
+        for m in members
+        if MONITORING_GROUP in m.groups
+    ]
+
+
+def unit_context(
+    exporter: Exporter, version: str, listen: str, scrapers: Iterable[str] = ()
+) -> dict[str, Any]:
     return {
         "version": version,
         "binary": exporter.binary(version),
         "listen": listen,
+        "ip_allow": unit_ip_allow(listen, scrapers),
         "nvidia_smi": "/usr/bin/nvidia-smi",
         "restart_sec": RESTART_SEC,
         "start_limit_interval_s": START_LIMIT_INTERVAL_S,
@@ -291,8 +314,8 @@ def unit_context(exporter: Exporter, version: str, listen: str) -> dict[str, Any
     }
 
 
-def render_unit(exporter: Exporter, version: str, listen: str) -> str:
-    return render(exporter.template, **unit_context(exporter, version, listen))
+def render_unit(exporter: Exporter, version: str, listen: str, scrapers: Iterable[str] = ()) -> str:
+    return render(exporter.template, **unit_context(exporter, version, listen, scrapers))
 
 
 # --- proxy SLO metrics (mtail) --------------------------------------------------------------------
@@ -320,10 +343,11 @@ def render_mtail_program() -> str:
     )
 
 
-def render_proxy_metrics_unit(listen: str) -> str:
+def render_proxy_metrics_unit(listen: str, scrapers: Iterable[str] = ()) -> str:
     address, _, port_text = listen.rpartition(":")
     return render(
         "proxy_metrics.service.j2",
+        ip_allow=unit_ip_allow(listen, scrapers),
         mtail=MTAIL,
         program_dir=MTAIL_PROGRAM_DIR,
         access_log=PROXY_ACCESS_LOG,
@@ -335,7 +359,7 @@ def render_proxy_metrics_unit(listen: str) -> str:
     )
 
 
-def _proxy_metrics(listen: str) -> None:
+def _proxy_metrics(listen: str, scrapers: list[str]) -> None:
     apt.packages(
         name="mtail from the distro (reads the proxy's access log)",
         packages=["mtail"],
@@ -357,7 +381,7 @@ def _proxy_metrics(listen: str) -> None:
         ),
         files.put(
             name="Proxy metrics systemd unit",
-            src=StringIO(render_proxy_metrics_unit(listen)),
+            src=StringIO(render_proxy_metrics_unit(listen, scrapers)),
             dest=f"{UNIT_DIR}/{PROXY_METRICS_SERVICE}",
             user="root",
             group="root",
@@ -472,7 +496,9 @@ def inventory_hosts() -> list[InventoryHost]:
 # --- operations -----------------------------------------------------------------------------------
 
 
-def _install_exporter(exporter: Exporter, arch: str, listen: str, data: Mapping[str, Any]) -> None:
+def _install_exporter(
+    exporter: Exporter, arch: str, listen: str, data: Mapping[str, Any], scrapers: list[str]
+) -> None:
     rel = release(artifact(exporter.artifact_name), arch, data)
     binary = exporter.binary(rel.version)
     binary_changed = False
@@ -491,7 +517,7 @@ def _install_exporter(exporter: Exporter, arch: str, listen: str, data: Mapping[
         host.noop(f"{exporter.artifact_name} {rel.version} is already in {exporter.install_dir(rel.version)}")
     unit = files.put(
         name=f"{exporter.artifact_name} systemd unit",
-        src=StringIO(render_unit(exporter, rel.version, listen)),
+        src=StringIO(render_unit(exporter, rel.version, listen, scrapers)),
         dest=exporter.unit_path,
         user="root",
         group="root",
@@ -570,20 +596,23 @@ def monitoring() -> None:
     route = host.get_fact(DefaultRouteSource) if needs_route_fact(host.name, data) else None
     address = listen_address(host.name, data, route)
     arch = str(host.get_fact(Arch))
+    members = inventory_hosts()
+    scrapers = scraper_addresses(members)
 
     apt.packages(
         name=f"Remove the distro's {DISTRO_NODE_EXPORTER} (*:9100)",
         packages=[DISTRO_NODE_EXPORTER],
         present=False,
     )
-    _install_exporter(NODE_EXPORTER, arch, socket_address(address, port(data, NODE_EXPORTER.port_key)), data)
+    node_listen = socket_address(address, port(data, NODE_EXPORTER.port_key))
+    _install_exporter(NODE_EXPORTER, arch, node_listen, data, scrapers)
     if is_gpu_host(host.groups):
         if host.get_fact(NvidiaGpus):
             gpu_listen = socket_address(address, port(data, GPU_EXPORTER.port_key))
-            _install_exporter(GPU_EXPORTER, arch, gpu_listen, data)
+            _install_exporter(GPU_EXPORTER, arch, gpu_listen, data, scrapers)
         else:
             host.noop("No NVIDIA GPU on the PCI bus: the GPU exporter is not installed")
     if PROXY_GROUP in host.groups:
-        _proxy_metrics(socket_address(address, port(data, "proxy_metrics_port")))
+        _proxy_metrics(socket_address(address, port(data, "proxy_metrics_port")), scrapers)
     if MONITORING_GROUP in host.groups:
-        _prometheus(inventory_hosts())
+        _prometheus(members)

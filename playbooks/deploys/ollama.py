@@ -25,6 +25,11 @@ Decisions:
   ``ollama_allow_any_address`` is explicitly true.
 - The unit restarts only when the unit or the binary changed; after a start or restart the
   deploy waits until ``/api/version`` answers.
+- The unit's sandbox (``templates/ollama.service.j2`` says what each setting is for and what it
+  cannot have) admits only the NVIDIA devices (``DevicePolicy=closed``), a system call allow-list,
+  a private user namespace and the IP addresses it serves or pulls from (``IPAddressAllow``). On
+  hosts with an NVIDIA GPU the deploy loads ``nvidia-uvm`` at boot (modules-load.d) and now, so
+  the device exists when the unit starts.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from pyinfra.operations import files, server, systemd
 from llmkit.artifacts import artifact, canonical_arch, is_sha256
 from llmkit.errors import ConfigError
 from playbooks.deploys.host_paths import ResolvedPaths, check_resolved, host_path, mirror_location
+from playbooks.deploys.sandbox import ANY, egress_allow, ip_allow
+from playbooks.facts.nvidia import NvidiaGpus
 from playbooks.operations.download import download_release
 from playbooks.render import render
 
@@ -63,6 +70,8 @@ RESTART_SEC = 5
 START_LIMIT_INTERVAL_S = 300
 START_LIMIT_BURST = 5
 READY_TIMEOUT_S = 120
+NVIDIA_MODULES_CONF = "/etc/modules-load.d/llmkit-nvidia.conf"
+NVIDIA_MODULES_TEXT = "# Managed by llmkit (playbooks/deploys/ollama.py).\nnvidia\nnvidia-uvm\n"
 # Go durations as OLLAMA_KEEP_ALIVE takes them ("5m", "1h30m", "-1"), or plain seconds.
 _KEEP_ALIVE = re.compile(r"^-?(\d+|(\d+(\.\d+)?(ns|us|ms|s|m|h))+)$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(-rc\d+)?$")
@@ -74,6 +83,18 @@ def _positive_int(key: str, value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(key, value, "a positive integer", "invalid Ollama setting")
     return value
+
+
+def unit_ip_allow(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, registry: bool, data: Mapping[str, Any] | Any
+) -> list[str]:
+    """The unit's IPAddressAllow=: the loopback; the bind address when it is another one (``any``
+    when Ollama listens on every interface: then whoever reaches the port is a client); with
+    registry models, the addresses egress_allow lists on port 443 (the registry, by address)."""
+    if address.is_unspecified:
+        return [ANY]
+    registry_addresses = [str(d.network) for d in egress_allow(data) if d.port == 443] if registry else []
+    return ip_allow([str(address)], registry_addresses)
 
 
 def models_path_of(data: Mapping[str, Any] | Any) -> str:
@@ -111,6 +132,8 @@ class OllamaSettings:
     num_parallel: int | None
     max_loaded_models: int | None
     keep_alive: str | None
+    registry: bool = False  # a model comes from the Ollama registry (the server pulls it)
+    ip_allow: tuple[str, ...] = ("localhost",)  # IPAddressAllow= of the unit
 
     @property
     def listen(self) -> str:
@@ -184,7 +207,11 @@ def ollama_settings(data: Mapping[str, Any] | Any) -> OllamaSettings:
         keep_alive = str(keep_alive)
         if not _KEEP_ALIVE.match(keep_alive):
             raise ConfigError("ollama_keep_alive", keep_alive, "a duration such as 5m, 24h or -1", "invalid")
+    models = [m for m in data.get("models") or [] if isinstance(m, Mapping)]
+    registry = any((m.get("source") or "registry") == "registry" for m in models)
     return OllamaSettings(
+        registry=registry,
+        ip_allow=tuple(unit_ip_allow(address, registry, data)),
         version=version,
         sha256=sha,
         mirror_url=str(mirror).rstrip("/") if mirror else None,
@@ -258,6 +285,8 @@ def unit_context(settings: OllamaSettings) -> dict[str, Any]:
         "models_path": settings.models_path,
         "extra_env": extra,
         "read_write_paths": rw,
+        "registry": settings.registry,
+        "ip_allow": settings.ip_allow,
         "limit_nofile": LIMIT_NOFILE,
         "restart_sec": RESTART_SEC,
         "start_limit_interval_s": START_LIMIT_INTERVAL_S,
@@ -331,6 +360,22 @@ def ollama() -> None:
     else:
         host.noop(f"Ollama {settings.version} is already unpacked in {settings.install_dir}")
 
+    # The unit admits the NVIDIA devices by driver name (DeviceAllow=char-nvidia-uvm...), which
+    # systemd resolves when the unit starts: the unified-memory module must be loaded by then (at
+    # boot, and now), not on demand by CUDA (nvidia-modprobe is setuid: NoNewPrivileges stops it).
+    modules_changed = False
+    if host.get_fact(NvidiaGpus):
+        modules = files.put(
+            name="Load the NVIDIA modules at boot, before Ollama",
+            src=StringIO(NVIDIA_MODULES_TEXT),
+            dest=NVIDIA_MODULES_CONF,
+            user="root",
+            group="root",
+            mode="0644",
+        )
+        server.shell(name="Load nvidia-uvm", commands=["modprobe nvidia-uvm"], _if=modules.did_change)
+        modules_changed = modules.will_change
+
     link = files.link(name=f"Link {BIN_LINK}", path=BIN_LINK, target=settings.binary)
     unit = files.put(
         name="Ollama systemd unit",
@@ -347,7 +392,7 @@ def ollama() -> None:
         running=True,
         enabled=True,
         daemon_reload=unit_changed,
-        restarted=unit_changed or binary_changed or link.will_change,
+        restarted=unit_changed or binary_changed or link.will_change or modules_changed,
     )
     # Only after a (re)start: an unchanged, running server is not polled, so a run that changes
     # nothing reports no change.

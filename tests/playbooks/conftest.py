@@ -20,6 +20,7 @@ def uploads(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     def put_file(
         self: FakeConnector, filename_or_io: Any, remote_filename: str, *args: Any, **kw: Any
     ) -> bool:
+        filename_or_io.seek(0)
         data = filename_or_io.read()
         filename_or_io.seek(0)
         seen[remote_filename] = data.decode() if isinstance(data, bytes) else data

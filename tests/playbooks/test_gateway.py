@@ -274,6 +274,13 @@ def secret(path: str, content: str, group: str = gw.GATEWAY_USER, mode: str = "-
     }
 
 
+def unit_allow(hosts: dict[str, Any]) -> list[str]:
+    """The gateway unit's IPAddressAllow= for these hosts: the proxies and the model hosts."""
+    settings = gw.gateway_settings(gateway_data(hosts))
+    backends = gw.gateway_backends((name, {**site.group_defaults(), **d}) for name, d in hosts["gpu"])
+    return gw.unit_ip_allow(settings, GATEWAY_ADDRESS, hosts["proxy"], backends)[0]
+
+
 def everything_present(hosts: dict[str, Any], *, local_database: bool = True) -> dict[Any, Any]:
     """Facts of a gateway host after a successful first run."""
     data = gateway_data(hosts)
@@ -310,7 +317,7 @@ def everything_present(hosts: dict[str, Any], *, local_database: bool = True) ->
         "pg_settings": [f"setting|{k}|{v}" for k, v in gw.PG_SETTINGS.items()]
         + [f"role|{gw.DB_ROLE}|", f"database|{gw.DB_NAME}|"],
         **put(gw.CONFIG_PATH, gw.render_litellm_config(settings, backends), "root", user, "-rw-r-----"),
-        **put(gw.UNIT_PATH, gw.render_unit(settings, GATEWAY_ADDRESS)),
+        **put(gw.UNIT_PATH, gw.render_unit(settings, GATEWAY_ADDRESS, unit_allow(hosts))),
         **exists("/etc/systemd/system", mode="drwxr-xr-x"),
         **{
             f"--property {prop} {unit}": [f"Id={unit}", f"{prop}={value}"]

@@ -346,23 +346,7 @@ FLEET_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "proxy": [("@fake/proxy-1", {"ssh_hostname": "10.10.0.5"})],
     "monitoring": [("@fake/mon-1", {"ssh_hostname": "10.30.0.9"})],
 }
-
-
-@pytest.fixture
-def uploads(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """What the deploy uploads, by remote path (the fake connector only logs it)."""
-    seen: dict[str, str] = {}
-
-    def put_file(
-        self: FakeConnector, filename_or_io: Any, remote_filename: str, *args: Any, **kwargs: Any
-    ) -> bool:
-        filename_or_io.seek(0)
-        data = filename_or_io.read()
-        seen[remote_filename] = data.decode() if isinstance(data, bytes) else data
-        return True
-
-    monkeypatch.setattr(FakeConnector, "put_file", put_file)
-    return seen
+SCRAPERS = ["10.30.0.9"]  # the monitoring hosts' addresses: the exporters' units admit them
 
 
 def uploaded(uploads: dict[str, str], dest: str) -> str:
@@ -410,14 +394,14 @@ def test_distro_node_exporter_is_removed_when_installed() -> None:
 PROXY_METRICS_UNIT = f"{mon.UNIT_DIR}/{mon.PROXY_METRICS_SERVICE}"
 PROXY_METRICS_IN_PLACE = {
     **present(mon.MTAIL_PROGRAM, mon.render_mtail_program()),
-    **present(PROXY_METRICS_UNIT, mon.render_proxy_metrics_unit("10.10.0.5:3903")),
+    **present(PROXY_METRICS_UNIT, mon.render_proxy_metrics_unit("10.10.0.5:3903", SCRAPERS)),
     **running(mon.PROXY_METRICS_SERVICE),
 }
 
 
 def test_unchanged_exporter_is_neither_downloaded_nor_restarted() -> None:
     version = artifact("node_exporter").version
-    unit = mon.render_unit(mon.NODE_EXPORTER, version, "10.10.0.5:9100")
+    unit = mon.render_unit(mon.NODE_EXPORTER, version, "10.10.0.5:9100", SCRAPERS)
     responses = {
         **present(mon.NODE_EXPORTER.binary(version), mode="-rwxr-xr-x"),
         **present(mon.NODE_EXPORTER.unit_path, unit),

@@ -195,10 +195,14 @@ def test_unit_is_hardened() -> None:
         'Environment="OLLAMA_MODELS=/var/lib/ollama/models"',
     ):
         assert line in body, line
-    # The GPU must stay reachable, and nothing optional is set unless asked for.
-    assert not any(
-        line.startswith(("PrivateDevices", "DevicePolicy", "MemoryDenyWriteExecute")) for line in body
-    )
+    # The GPU must stay reachable (only the NVIDIA devices), and nothing optional is set unless asked.
+    assert "DevicePolicy=closed" in body
+    assert [line for line in body if line.startswith("DeviceAllow=")] == [
+        "DeviceAllow=char-nvidia-frontend rw",
+        "DeviceAllow=char-nvidia-uvm rw",
+        "DeviceAllow=char-nvidia-caps r",
+    ]
+    assert not any(line.startswith(("PrivateDevices", "MemoryDenyWriteExecute")) for line in body)
     assert not any("OLLAMA_NUM_PARALLEL" in line or "OLLAMA_KEEP_ALIVE" in line for line in body)
 
 
