@@ -18,10 +18,16 @@ PIPE_WIDTH = 140
 
 
 def make_console() -> Console:
+    """The console a verb prints through: no highlighting, no emoji codes, 140 columns on a pipe.
+
+    What the kit prints is names and data (model tags, paths, URLs, addresses, a catalog's note):
+    rich must not turn a ``:name:`` in them into an emoji, and not looking for one also spares
+    loading rich's emoji table.
+    """
     from rich.console import Console  # imported here: rich takes a tenth of a second to import
 
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
+    console = Console(highlight=False, emoji=False)
+    return console if console.is_terminal else Console(highlight=False, emoji=False, width=PIPE_WIDTH)
 
 
 def _one_line(invoke: Callable[[], Any]) -> Any:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from llmkit.catalog import DEFAULT_RUNTIME, load_catalog
 from llmkit.commands import make_console
@@ -22,6 +21,9 @@ from llmkit.sizing import (
     mlp_width,
 )
 from llmkit.sizing import size as size_model
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _b(n: int) -> str:
@@ -87,6 +89,8 @@ def _arithmetic(result: SizingResult) -> list[str]:
 
 
 def _choices_table(result: SizingResult, top: int) -> Table:
+    from rich.table import Table  # imported when a table is printed: not for --json, not for --help
+
     pricing = load_catalog().pricing
     table = Table(
         title=f"cheapest instance types that fit: {min(top, len(result.choices))} of {len(result.choices)}"
@@ -163,6 +167,8 @@ def size(
         instance_type=instance_type,
     )
     if as_json:
+        import json
+
         click.echo(json.dumps(result.to_dict(), indent=2))
         if not result.fits:
             ctx.exit(EXIT_FINDINGS)
