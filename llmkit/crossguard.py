@@ -8,6 +8,10 @@ values (preview). :func:`plain` copies them into plain data with unknown values 
 :data:`llmkit.policy.UNKNOWN`, so a rule reads them as it reads an offline graph, and
 :class:`llmkit.policy.Unknown` (raised when a rule reads one) makes the rule not apply to the
 resource this time rather than fail or pass it.
+
+A stack policy sees every resource with the URNs of its dependencies (which link resources at
+preview, when the IDs and ARNs that would link them are unknown); a finding about the whole
+stack (something it lacks) is reported with no URN.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ def _provider_props(provider: Any) -> Mapping[str, Any] | None:
     return plain(provider.props) if provider is not None else None
 
 
-def _resource(type_: str, name: str, urn: str, props: Any, provider: Any) -> Resource:
+def _resource(
+    type_: str, name: str, urn: str, props: Any, provider: Any, dependencies: Sequence[Any] = ()
+) -> Resource:
     data = plain(props)
     rid = data.get("id")
     return Resource(
@@ -59,6 +65,7 @@ def _resource(type_: str, name: str, urn: str, props: Any, provider: Any) -> Res
         props=data,
         id=rid if isinstance(rid, str) and rid != UNKNOWN else None,
         provider=_provider_props(provider),
+        dependencies=tuple(d.urn for d in dependencies or ()),
     )
 
 
@@ -119,14 +126,20 @@ def policy_for(rule: Rule) -> Any:
 
     def validate_stack(args: Any, report_violation: Any) -> None:
         stack = Stack(
-            [_resource(r.resource_type, r.name, r.urn, r.props, r.provider) for r in args.resources]
+            [
+                _resource(r.resource_type, r.name, r.urn, r.props, r.provider, r.dependencies)
+                for r in args.resources
+            ]
         )
         try:
             found = list(check_stack(stack, _config(rule, args.get_config())))
         except Unknown:
             return
         for resource, message in found:
-            report_violation(f"{resource.name}: {message}", resource.urn)
+            if resource is None:  # the stack as a whole: something it must have is missing
+                report_violation(message, None)
+            else:
+                report_violation(f"{resource.name}: {message}", resource.urn)
 
     return StackValidationPolicy(validate=validate_stack, **common)
 

@@ -15,6 +15,11 @@ The rules live in ``policies/rules/``, one module per rule, each defining ``RULE
 Unknown values (a property computed by the cloud, not known at preview; ``"[unknown]"`` in an
 offline graph) never count as compliant or as a violation: reading one raises :class:`Unknown`,
 and the rule is skipped for that resource (reported as skipped).
+
+A stack check may report the stack itself rather than one of its resources (``None`` in place
+of the resource): that is how a rule says that something the stack must have is missing. Offline
+such a finding is a :class:`Violation` of :data:`STACK_TYPE` with no URN; under CrossGuard it is
+reported with no URN, as CrossGuard reports stack-level violations.
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llmkit.errors import ConfigError
+from llmkit.errors import ConfigError, LlmkitError
 
 UNKNOWN = "[unknown]"
+#: The type and name a finding about the whole stack (something missing) is reported under.
+STACK_TYPE = "pulumi:pulumi:Stack"
+STACK_NAME = "(the stack)"
+GRAPH_SCHEMA = "llmkit.plan/v1"
 SEVERITIES = ("low", "medium", "high", "critical")
 Severity = Literal["low", "medium", "high", "critical"]
 Enforcement = Literal["mandatory", "advisory"]
@@ -83,6 +92,7 @@ class Resource:
     id: str | None = None
     provider: Mapping[str, Any] | None = None  # the provider resource's properties
     custom: bool = True
+    dependencies: tuple[str, ...] = ()  # the URNs of the resources it depends on
 
     def get(self, *path: str | int, default: Any = None) -> Any:
         """The property at ``path`` (keys and list indexes); ``default`` when absent."""
@@ -161,7 +171,8 @@ class Stack:
 
 
 ResourceCheck = Callable[[Resource, Mapping[str, Any]], Iterable[str]]
-StackCheck = Callable[[Stack, Mapping[str, Any]], Iterable[tuple[Resource, str]]]
+#: A stack check yields (resource, message), or (None, message) for the stack as a whole.
+StackCheck = Callable[[Stack, Mapping[str, Any]], Iterable[tuple[Resource | None, str]]]
 
 
 @dataclass(frozen=True)
@@ -225,8 +236,13 @@ class Violation:
     enforcement: Enforcement
     resource_type: str
     resource_name: str
-    urn: str
+    urn: str  # "" for a finding about the whole stack
     message: str
+
+    @property
+    def of_stack(self) -> bool:
+        """Whether the finding is about the stack as a whole (something it lacks)."""
+        return not self.urn and self.resource_type == STACK_TYPE
 
     def to_dict(self) -> dict[str, str]:
         return {
@@ -257,9 +273,34 @@ class Report:
         return found
 
 
+class RuleFailed(Exception):
+    """A rule raised while reading the resources: a malformed graph, or a bug in the rule.
+
+    ``llmkit policy check`` reports it as a bad graph (exit 2, naming the file, the rule and the
+    resource); elsewhere it keeps its cause for the traceback.
+    """
+
+    def __init__(self, rule: str, urn: str | None, cause: BaseException) -> None:
+        self.rule = rule
+        self.urn = urn
+        self.cause = cause
+        where = f"resource {urn}" if urn else "the stack"
+        super().__init__(f"rule {rule} failed on {where}: {type(cause).__name__}: {cause}")
+
+
 def _run_resource_rule(rule: Rule, resource: Resource, config: Mapping[str, Any]) -> Iterator[str]:
     assert rule.check is not None
     yield from rule.check(resource, config)
+
+
+def _guarded(rule: Rule, urn: str | None, check: Callable[..., Iterable[Any]], *args: Any) -> list[Any]:
+    """``list(check(*args))``; an exception other than Unknown or a user error is :class:`RuleFailed`."""
+    try:
+        return list(check(*args))
+    except (Unknown, LlmkitError):
+        raise
+    except Exception as exc:
+        raise RuleFailed(rule.name, urn, exc) from exc
 
 
 def evaluate(
@@ -282,15 +323,15 @@ def evaluate(
     violations: list[Violation] = []
     skipped: list[tuple[str, str]] = []
 
-    def add(rule: Rule, resource: Resource, message: str) -> None:
+    def add(rule: Rule, resource: Resource | None, message: str) -> None:
         violations.append(
             Violation(
                 rule.name,
                 rule.severity,
                 rule.enforcement,
-                resource.type,
-                resource.name,
-                resource.urn,
+                resource.type if resource else STACK_TYPE,
+                resource.name if resource else STACK_NAME,
+                resource.urn if resource else "",
                 message,
             )
         )
@@ -302,7 +343,7 @@ def evaluate(
                 if resource.type not in rule.resource_types:
                     continue
                 try:
-                    messages = list(_run_resource_rule(rule, resource, settings))
+                    messages = _guarded(rule, resource.urn, _run_resource_rule, rule, resource, settings)
                 except Unknown:
                     skipped.append((rule.name, resource.urn))
                     continue
@@ -311,7 +352,7 @@ def evaluate(
         else:
             assert rule.check_stack is not None
             try:
-                found = list(rule.check_stack(stack, settings))
+                found = _guarded(rule, None, rule.check_stack, stack, settings)
             except Unknown:
                 skipped.append((rule.name, "(stack)"))
                 continue
@@ -351,21 +392,83 @@ def load_rules() -> list[Rule]:
 
 # --- the offline graph ----------------------------------------------------------------------
 
+_GRAPH_ACCEPTED = f"a graph written by llmkit plan --json (schema {GRAPH_SCHEMA})"
+# What each resource entry holds: (JSON types accepted, required, in words).
+_ENTRY_FIELDS: dict[str, tuple[tuple[type, ...], bool, str]] = {
+    "urn": ((str,), True, "a string"),
+    "type": ((str,), True, "a string"),
+    "name": ((str,), True, "a string"),
+    "id": ((str, type(None)), False, "a string or null"),
+    "arn": ((str, type(None)), False, "a string or null"),
+    "provider": ((str, type(None)), False, "a string or null"),
+    "parent": ((str, type(None)), False, "a string or null"),
+    "custom": ((bool,), False, "true or false"),
+    "dependencies": ((list,), False, "a list of URN strings"),
+    "inputs": ((dict, type(None)), False, "an object or null"),
+}
 
-def resources_from_graph(graph: Mapping[str, Any]) -> list[Resource]:
-    """The resources of a graph written by ``llmkit plan --json`` (schema llmkit.plan/v1)."""
-    entries = graph.get("resources")
-    if graph.get("schema") != "llmkit.plan/v1" or not isinstance(entries, list):
-        raise ConfigError(
-            key="graph",
-            value=graph.get("schema"),
-            accepted="a graph written by llmkit plan --json (schema llmkit.plan/v1)",
-            message="not an llmkit plan graph",
+
+def _bad_graph(key: str, value: Any, accepted: str, message: str, source: str | None) -> ConfigError:
+    return ConfigError(key=key, value=value, accepted=accepted, message=message, source=source)
+
+
+def _check_entry(index: int, entry: Any, source: str | None) -> None:
+    where = f"resources[{index}]"
+    if not isinstance(entry, dict):
+        raise _bad_graph(where, entry, "an object per resource", "a resource is not a JSON object", source)
+    for key, (types, required, words) in _ENTRY_FIELDS.items():
+        if key not in entry:
+            if required:
+                raise _bad_graph(f"{where}.{key}", entry, words, f"the resource has no {key}", source)
+            continue
+        value = entry[key]
+        if not isinstance(value, types):
+            raise _bad_graph(f"{where}.{key}", value, words, f"{key} has the wrong type", source)
+    if not entry["urn"] or not entry["type"]:
+        raise _bad_graph(f"{where}.urn", entry, "a non-empty urn and type", "empty urn or type", source)
+    for n, dep in enumerate(entry.get("dependencies") or []):
+        if not isinstance(dep, str):
+            raise _bad_graph(f"{where}.dependencies[{n}]", dep, "a URN string", "not a URN", source)
+
+
+def check_graph(graph: Any, source: str | None = None) -> list[dict[str, Any]]:
+    """The resource entries of ``graph``, after checking its shape; :class:`ConfigError` if malformed.
+
+    ``source`` (the file's name) starts the error's message. Only the shape is checked: the
+    resources' inputs are whatever the program gave, and a rule that cannot read them raises
+    :class:`RuleFailed` in :func:`evaluate`.
+    """
+    if not isinstance(graph, dict):
+        kind = "a list" if isinstance(graph, list) else type(graph).__name__
+        raise _bad_graph("graph", kind, "a JSON object: " + _GRAPH_ACCEPTED, "not a JSON object", source)
+    if graph.get("schema") != GRAPH_SCHEMA:
+        raise _bad_graph(
+            "graph.schema", graph.get("schema"), _GRAPH_ACCEPTED, "not an llmkit plan graph", source
         )
+    entries = graph.get("resources")
+    if not isinstance(entries, list):
+        raise _bad_graph(
+            "graph.resources",
+            entries,
+            "a list of resources (empty for a stack of none)",
+            "no resource list",
+            source,
+        )
+    for index, entry in enumerate(entries):
+        _check_entry(index, entry, source)
+    return entries
+
+
+def resources_from_graph(graph: Mapping[str, Any], source: str | None = None) -> list[Resource]:
+    """The resources of a graph written by ``llmkit plan --json`` (schema llmkit.plan/v1).
+
+    A malformed graph raises :class:`ConfigError` naming ``source`` and what is wrong.
+    """
+    entries = check_graph(graph, source)
     providers = {
         f"{e['urn']}::{e.get('id')}": e.get("inputs") or {}
         for e in entries
-        if str(e.get("type", "")).startswith("pulumi:providers:")
+        if e["type"].startswith("pulumi:providers:")
     }
 
     def props(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -383,7 +486,8 @@ def resources_from_graph(graph: Mapping[str, Any]) -> list[Resource]:
             props=props(e),
             id=e.get("id"),
             provider=providers.get(e.get("provider") or ""),
-            custom=bool(e.get("custom", True)),
+            custom=e.get("custom", True),
+            dependencies=tuple(e.get("dependencies") or ()),
         )
         for e in entries
     ]

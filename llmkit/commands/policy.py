@@ -11,10 +11,13 @@ import click
 
 from llmkit.commands import UserErrorGroup, make_console
 from llmkit.errors import EXIT_FINDINGS, EXIT_OK, ConfigError
-from llmkit.policy import Report, evaluate, load_rules, resources_from_graph
+from llmkit.policy import Report, RuleFailed, evaluate, load_rules, resources_from_graph
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+#: A plan graph of a large stack is a few MB; a file far larger is not one (and is not read).
+MAX_GRAPH_BYTES = 256 * 1024 * 1024
 
 POLICY_CONFIG_HELP = (
     "A JSON file of rule settings, {rule name: {setting: value}}: the same file "
@@ -42,9 +45,16 @@ def load_policy_config(path: Path | None) -> dict[str, dict[str, Any]]:
 
 
 def print_report(console: Console, report: Report) -> None:
-    """The violations table (rule, resource, message, severity) and a one-line verdict."""
+    """The violations table (rule, resource, message, severity) and a one-line verdict.
+
+    Names and messages carry text from the graph: they are printed as plain text (no rich markup)
+    with terminal control characters shown as escapes.
+    """
     if report.violations:
         from rich.table import Table
+        from rich.text import Text
+
+        from llmkit.untrusted import printable
 
         table = Table(title="policy violations")
         table.add_column("rule", no_wrap=True)  # rule names stay whole: reviewers grep for them
@@ -53,13 +63,9 @@ def print_report(console: Console, report: Report) -> None:
         for v in sorted(
             report.violations, key=lambda v: (v.enforcement != "mandatory", v.rule, v.resource_name)
         ):
-            table.add_row(
-                v.rule,
-                f"{v.resource_type.rsplit(':', 1)[-1]} {v.resource_name}",
-                v.message,
-                v.severity,
-                v.enforcement,
-            )
+            where = "the stack" if v.of_stack else f"{v.resource_type.rsplit(':', 1)[-1]} {v.resource_name}"
+            cells = (v.rule, where, v.message, v.severity, v.enforcement)
+            table.add_row(*(Text(printable(cell)) for cell in cells))
         console.print(table)
     mandatory = len(report.mandatory)
     advisory = len(report.violations) - mandatory
@@ -93,24 +99,51 @@ def policy() -> None:
 def check(graph: Path, policy_config: Path | None) -> None:
     """Evaluate every rule over GRAPH, a file written by `llmkit plan STACK --json GRAPH`.
 
-    Exit 0 when no mandatory rule is violated, 1 when one is, 2 on a bad file.
+    Exit 0 when no mandatory rule is violated, 1 when one is (an empty graph lacks what every
+    stack must have), 2 on a bad file: not JSON, not a graph, or resources of the wrong shape.
     """
+    source = str(graph)
+    data = read_graph(graph)
+    resources = resources_from_graph(data, source=source)
+    settings = load_policy_config(policy_config)
     try:
-        data = json.loads(graph.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        report = evaluate(resources, load_rules(), settings)
+    except RuleFailed as exc:
         raise ConfigError(
-            key="GRAPH", value=str(graph), accepted="a JSON graph from llmkit plan --json", message=str(exc)
+            key=f"resource {exc.urn}" if exc.urn else "resources",
+            value=f"{type(exc.cause).__name__}: {exc.cause}",
+            accepted="the inputs `llmkit plan --json` writes for each resource type",
+            message=f"rule {exc.rule} cannot read them",
+            source=source,
         ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            key="GRAPH",
-            value=str(graph),
-            accepted="a JSON graph from llmkit plan --json",
-            message="not a JSON object",
-        )
-    report = evaluate(resources_from_graph(data), load_rules(), load_policy_config(policy_config))
     print_report(make_console(), report)
     sys.exit(exit_code(report))
+
+
+def read_graph(path: Path) -> Any:
+    """The JSON in ``path``, within :mod:`llmkit.untrusted`'s bounds (nesting, numbers); a
+    :class:`ConfigError` naming the file when it is too large, unreadable or not such JSON."""
+    from llmkit.untrusted import parse_json
+
+    accepted = "a JSON graph from llmkit plan --json"
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(key="GRAPH", value=path.name, accepted=accepted, message=problem, source=str(path))
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_GRAPH_BYTES:
+            raise bad(f"{size} bytes is too large for a plan graph (at most {MAX_GRAPH_BYTES})")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(f"not JSON (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise bad(f"not readable ({exc.strerror or exc})") from None
+
+    def refused(message: str) -> ConfigError:
+        return bad(message.removeprefix("GRAPH: "))
+
+    return parse_json(text, "GRAPH", error=refused, not_json="not JSON")
 
 
 @policy.command()

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from llmkit.policy import Resource, Rule, Stack, Violation, evaluate
 
 PROVIDER = {"region": "eu-central-1", "defaultTags": {"tags": {}}}
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@cache
+def _planned(stack: str) -> dict[str, Any]:
+    from llmkit.plan import run_plan
+
+    return run_plan(stack, ROOT).to_graph()
+
+
+def plan_graph(stack: str) -> dict[str, Any]:
+    """A fresh copy of the graph `llmkit plan STACK --json` writes (the real program, mock runtime)."""
+    return copy.deepcopy(_planned(stack))
 
 
 def res(
@@ -43,4 +59,4 @@ def skipped(rule: Rule, *resources: Resource) -> list[tuple[str, str]]:
     return evaluate(list(resources), [rule]).skipped
 
 
-__all__ = ["Stack", "messages", "res", "run", "skipped"]
+__all__ = ["ROOT", "Stack", "messages", "plan_graph", "res", "run", "skipped"]
