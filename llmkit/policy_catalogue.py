@@ -31,6 +31,17 @@ two places:
 Values that are unknown until the cloud creates a resource (at preview) are never judged: the
 rule does not apply to that resource on that run, and the offline report counts it as skipped.
 
+Rules named `aws-<service>-stack-missing-<what>` require something to exist in the stack: the
+CloudTrail trail, the VPC flow logs, the cost budget, the three KMS keys, the edge's WAF. They
+report the stack itself (no resource, no URN) when it lacks that, so a graph with the trail
+removed, or an empty graph, fails. They apply to every stack except one of Kubernetes resources
+alone (the gateway on an existing cluster, docs/kubernetes.md), which has no AWS account of its
+own to audit.
+
+`llmkit policy check` exits 0 (pass), 1 (a mandatory violation) or 2 (a graph it cannot read: not
+JSON, not a plan graph, resources of the wrong shape, inputs a rule cannot read), with one line
+naming the file and what is wrong.
+
 Documented exceptions are explicit tags on the resource, listed with their rule below.
 """
 
@@ -52,7 +63,11 @@ def _section(rule: Rule) -> str:
         + (f" ({rule.enforcement_reason})" if rule.enforcement_reason else ""),
         "- **Checks**: "
         + (
-            "the whole stack (relates resources)"
+            (
+                "the whole stack (what it must have)"
+                if "-stack-missing-" in rule.name
+                else "the whole stack (relates resources)"
+            )
             if rule.check_stack is not None
             else ", ".join(f"`{t}`" for t in rule.resource_types)
         ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from llmkit.policy import Resource, as_list, known
+from llmkit.policy import Resource, Stack, as_list, known
 
 # Type tokens: pulumi-aws has both aws:alb/... and aws:lb/... for the same load balancer
 # resources, and S3 both the V2 and the current bucket resources.
@@ -31,6 +31,7 @@ SG_RULES = (
 LAUNCH_TEMPLATES = ("aws:ec2/launchTemplate:LaunchTemplate",)
 INSTANCES = ("aws:ec2/instance:Instance",)
 MODEL_STORE = "llmkit:aws:ModelStore"
+EDGE = "llmkit:aws:ReverseProxy"  # the DMZ edge component: the load balancer clients reach
 WORLD = ("0.0.0.0/0", "::/0")
 
 
@@ -64,3 +65,17 @@ def statements(document: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 
 def label(resource: Resource) -> str:
     return f"{resource.type.rsplit(':', 1)[-1]} {resource.name}"
+
+
+def kubernetes_only(stack: Stack) -> bool:
+    """Whether the stack deploys Kubernetes resources and nothing on AWS.
+
+    Such a stack (the gateway on an existing cluster, docs/kubernetes.md) has no AWS account of
+    its own to audit, so the rules about what an AWS stack must have (``aws-*-stack-missing-*``)
+    do not apply to it. Every other stack, an empty one included, must have what they require.
+    """
+    kubernetes = aws = False
+    for r in stack.resources:
+        kubernetes = kubernetes or r.type.startswith(("kubernetes:", "pulumi:providers:kubernetes"))
+        aws = aws or r.type.startswith(("aws:", "pulumi:providers:aws"))
+    return kubernetes and not aws

@@ -211,6 +211,11 @@ def _foreign_instance_type(g: Graph) -> None:
     group["mixedInstancesPolicy"]["launchTemplate"]["overrides"][0]["instanceType"] = "t3.micro"
 
 
+def _no_vpc(g: Graph) -> None:
+    _delete(g, "net-vpc")
+    _delete(g, "net-flow-log")
+
+
 MUTATIONS: dict[str, tuple[Mutation, set[str]]] = {
     "key rotation off": (
         lambda g: _inputs(g, "keys-data").update(enableKeyRotation=False),
@@ -282,7 +287,14 @@ MUTATIONS: dict[str, tuple[Mutation, set[str]]] = {
         lambda g: _inputs(g, "fleet-alb")["accessLogs"].update(enabled=False),
         {"aws-alb-loadbalancer-enable-access-logs"},
     ),
-    "a public load balancer without WAF": (_public_alb_without_waf, {"aws-alb-loadbalancer-missing-waf"}),
+    "a public load balancer without WAF": (
+        _public_alb_without_waf,
+        {"aws-alb-loadbalancer-missing-waf", "aws-wafv2-stack-missing-edge-association"},
+    ),
+    "the internal edge without WAF": (
+        lambda g: _delete(g, "edge-waf-alb"),
+        {"aws-wafv2-stack-missing-edge-association"},
+    ),
     "a single-region trail": (
         lambda g: _inputs(g, "audit-trail").update(isMultiRegionTrail=False),
         {"aws-cloudtrail-trail-configure-integrity"},
@@ -303,7 +315,18 @@ MUTATIONS: dict[str, tuple[Mutation, set[str]]] = {
         lambda g: _delete(g, "secrets-master-key-rotation"),
         {"aws-secretsmanager-secret-missing-rotation"},
     ),
-    "no flow logs": (lambda g: _delete(g, "net-flow-log"), {"aws-ec2-vpc-missing-flowlog"}),
+    "no flow logs": (
+        lambda g: _delete(g, "net-flow-log"),
+        {"aws-ec2-vpc-missing-flowlog", "aws-ec2-stack-missing-flowlog"},
+    ),
+    "no VPC and no flow logs": (_no_vpc, {"aws-ec2-stack-missing-flowlog"}),
+    "no trail": (lambda g: _delete(g, "audit-trail"), {"aws-cloudtrail-stack-missing-trail"}),
+    "a trail that does not log": (
+        lambda g: _inputs(g, "audit-trail").update(enableLogging=False),
+        {"aws-cloudtrail-stack-missing-trail"},
+    ),
+    "no budget": (lambda g: _delete(g, "budget-budget"), {"aws-budgets-stack-missing-budget"}),
+    "no logs key": (lambda g: _delete(g, "keys-logs"), {"aws-kms-stack-missing-keys"}),
     "an unencrypted gateway database": (
         lambda g: _inputs(g, "gateway-db").update(storageEncrypted=False),
         {"aws-rds-instance-enforce-encryption"},
