@@ -13,11 +13,13 @@ Secret values are redacted at the wire level: a value the program marked secret 
 
 from __future__ import annotations
 
+import gc
 import json
 import runpy
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,8 +232,8 @@ def _make_recorder(region: str, on_register: OnRegister | None = None) -> Any:
             response = super().RegisterResource(request)
             if request.type != "pulumi:pulumi:Stack":
                 raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
-                state = json_format.MessageToDict(response.object, preserving_proto_field_name=True)
-                arn = state.get("arn") if request.custom else None
+                # The state our mocks gave it, as the base monitor keeps it (not decoded again).
+                arn = self.resources[response.urn].state.get("arn") if request.custom else None
                 self.recorded.append(
                     PlannedResource(
                         urn=response.urn,
@@ -342,6 +344,27 @@ def _runtime_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the duration (and back on after, if it was on).
+
+    A plan allocates millions of objects and frees almost none: pulumi-aws's generated classes
+    (imported while the program runs), and per resource its inputs, outputs, futures and
+    tasks. Each time enough have been allocated, the collector walks them, and the walks grow
+    with the heap: a third of the planning time of a stack, for no memory back (the plan's peak
+    memory is the same without them, within 2%). Cycles made meanwhile are collected at the
+    first collection after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@collector_paused()
 def record(
     program: Callable[[], Any],
     *,
@@ -356,6 +379,7 @@ def record(
 
     Every plan and every component test goes through here, so tests see exactly the graph
     that `llmkit plan` writes. ``on_register`` is told the count after each registration.
+    Python's garbage collector is paused meanwhile (:func:`collector_paused`).
     """
     import pulumi
     from pulumi.runtime import mocks as pulumi_mocks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import textwrap
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 
 from llmkit.cli import main
 from llmkit.errors import ConfigErrors, LlmkitError
-from llmkit.plan import REDACTED, UNKNOWN_VALUE, redact, run_plan
+from llmkit.plan import MOCK_ACCOUNT_ID, REDACTED, UNKNOWN_VALUE, record, redact, run_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,3 +204,27 @@ def test_redact_handles_every_wire_sentinel() -> None:
         "d": REDACTED,
         "e": {"n": 3},
     }
+
+
+def test_the_garbage_collector_is_paused_only_while_a_program_is_recorded() -> None:
+    collecting: list[bool] = []
+
+    def program() -> None:
+        import pulumi_aws as aws
+
+        collecting.append(gc.isenabled())
+        aws.sns.Topic("alerts")
+
+    assert gc.isenabled()
+    resources, _ = record(program, region="eu-west-1")
+    assert collecting == [False]
+    assert gc.isenabled()
+    # The ARN the mock gave the resource is recorded as it gave it.
+    topic = next(r for r in resources if r.type == "aws:sns/topic:Topic")
+    assert topic.arn == f"arn:aws:sns:eu-west-1:{MOCK_ACCOUNT_ID}:alerts"
+    gc.disable()
+    try:
+        record(program)
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
