@@ -63,7 +63,14 @@ def test_a_model_host_may_reach_only_its_mirrors_dns_ntp_apt_and_egress_allow() 
     chain = output_chain(ruleset(["gpu"], MODEL_HOST))
     assert chain[0] == "type filter hook output priority filter; policy drop;"
     assert chain[1:4] == ["ct state established,related accept", "ct state invalid drop", 'oif "lo" accept']
-    accepts = [line for line in chain if " daddr " in line]
+    # replies of the services the input chain admits (SSH, the model port, the exporters)
+    assert [line for line in chain if " daddr " in line and " sport " in line] == [
+        "ip daddr { 10.99.0.0/24 } tcp sport 22 accept",
+        "ip daddr { 10.10.0.5/32 } tcp sport 11434 accept",
+        "ip daddr { 10.30.0.9/32 } tcp sport 9100 accept",
+        "ip daddr { 10.30.0.9/32 } tcp sport 9835 accept",
+    ]
+    accepts = [line for line in chain if " dport " in line and " daddr " in line]
     assert accepts == [
         # the host's name server (not 127.0.0.53: loopback is open anyway)
         "ip daddr { 10.40.0.53/32 } tcp dport 53 accept",
@@ -252,6 +259,30 @@ threading.Thread(target=udp, args=("%(forbidden)s", 53), daemon=True).start()
 print("ready", flush=True)
 sys.stdin.read()
 """
+SESSION_SERVER = """
+import os, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("%(host)s", 22)); s.listen()
+print("ready", flush=True)
+c, _ = s.accept()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+try:
+    c.sendall(b"after the ruleset")  # the host speaks first, as pyinfra's commands answer
+    print(c.recv(16).decode(), flush=True)
+except OSError as e:
+    print(type(e).__name__, flush=True)
+"""
+SESSION_CLIENT = """
+import socket
+s = socket.create_connection(("%(host)s", 22), timeout=5)
+print("connected", flush=True)
+try:
+    print(s.recv(64).decode(), flush=True)
+    s.sendall(b"bye")
+except OSError as e:
+    print(type(e).__name__, flush=True)
+"""
 CLIENT = """
 import socket, sys
 kind, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -364,3 +395,41 @@ def test_in_a_network_namespace_only_the_allow_list_gets_out(
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+@pytest.mark.needs("nft", "ip", "root")
+def test_a_session_opened_before_the_first_load_survives_it(
+    namespaces: tuple[str, str], tmp_path: Path
+) -> None:
+    """The deploy's own SSH session: open before the ruleset exists, the host's next packet is new
+    to conntrack; the output chain lets replies of admitted services out (not a reset)."""
+    model, servers = namespaces
+    data = {**MODEL_HOST, "admin_cidrs": ["10.251.0.0/24"], "egress_allow": []}
+    rules = tmp_path / "nftables.conf"
+    rules.write_text(ruleset(["gpu"], data, fw.HostEgress()))
+    trigger = tmp_path / "loaded"
+    (tmp_path / "server.py").write_text(SESSION_SERVER % {"host": HOST_ADDRESS})
+    (tmp_path / "client.py").write_text(SESSION_CLIENT % {"host": HOST_ADDRESS})
+    ip = IP or "ip"
+    server = subprocess.Popen(
+        [ip, "netns", "exec", model, sys.executable, str(tmp_path / "server.py"), str(trigger)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    client = subprocess.Popen(
+        [ip, "netns", "exec", servers, sys.executable, str(tmp_path / "client.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        assert client.stdout is not None and client.stdout.readline().strip() == "connected"
+        loaded = netns(model, NFT or "nft", "-f", str(rules))
+        assert loaded.returncode == 0, loaded.stderr
+        trigger.touch()
+        assert client.stdout.readline().strip() == "after the ruleset"
+        assert server.stdout.readline().strip() == "bye"
+    finally:
+        for process in (server, client):
+            process.kill()
+            process.wait(timeout=10)
