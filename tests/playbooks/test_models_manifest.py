@@ -273,7 +273,8 @@ def test_manifest_model_is_verified_against_the_manifest(mirror: Path, uploads: 
     (read_mf,) = [c for c in commands if f"{BASE}/models/tiny-r1-latest/Modelfile" in c]
     assert "base64" in read_mf  # read on the host, its sha256 checked on the controller
     assert uploads[f"{STAGE}/Modelfile"] == (
-        f'FROM {STAGE}/tiny-r1.gguf\nTEMPLATE """{{{{ .Prompt }}}}"""\nPARAMETER stop <|end|>\nPARAMETER num_ctx 4096\n'
+        f'FROM {STAGE}/tiny-r1.gguf\nTEMPLATE """{{{{ .Prompt }}}}"""\n'
+        "PARAMETER stop <|end|>\nPARAMETER num_ctx 4096\n"
     )
     create = f"OLLAMA_HOST=127.0.0.1:11434 ollama create tiny-r1:latest -f {STAGE}/Modelfile"
     order = [commands.index(c) for c in (read, read_mf, fetch_gguf, create, f"rm -rf {STAGE}")]
