@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pty
 import shutil
@@ -102,3 +103,15 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
     assert "planning dev: " in text
     assert "resources registered" in text
     assert "planned in" in text
+
+
+def test_a_process_that_goes_on_after_a_plan_keeps_collecting(tmp_path: Path) -> None:
+    """The plan leaves the collector to the end of a `llmkit plan` process (gc.freeze at exit),
+    not to a process that calls the command and goes on."""
+    frozen = gc.get_freeze_count()
+    project = _project(tmp_path)
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["plan", "dev", "--project-dir", str(project)])
+        assert result.exit_code in (0, 1), result.output
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
