@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from llmkit.catalog import DEFAULT_RUNTIME, load_catalog
-from llmkit.commands import make_console
+from llmkit.commands import exit_without_collecting, make_console
 from llmkit.errors import EXIT_FINDINGS
 from llmkit.sizing import (
     ACTIVATION_BYTES,
@@ -157,6 +157,7 @@ def size(
     and is refused with the matching tags otherwise. Exits 0 when something fits, 1 when
     nothing does (the arithmetic and what to change are printed), 2 on bad input.
     """
+    exit_without_collecting()
     result = size_model(
         model,
         quantization,
