@@ -2,8 +2,9 @@
 
 Decisions, for reviewers:
 
-- **Proxy** (:func:`reverse_proxy`, the ``proxy`` group): TLS 1.3 only, optional mutual TLS
-  (``mtls_client_ca``: PEM text or a controller path), HSTS, ``server_tokens off``,
+- **Proxy** (:func:`reverse_proxy`, the ``proxy`` group): TLS 1.3 only with pinned key exchange
+  groups (:data:`TLS_GROUPS`), optional mutual TLS (``mtls_client_ca``: PEM text or a controller
+  path), HSTS, ``server_tokens off``, ``Cache-Control: no-store`` on every answer,
   ``client_max_body_size``, rate limits per client address and, with ``api_key_header``, per API
   key (a second zone keyed by that header), answered with 429. Upstreams are the gpu group's hosts
   (and the ``model_<slug>`` groups) on ``model_port``, reached over TLS 1.3 with the proxy's own
@@ -13,6 +14,12 @@ Decisions, for reviewers:
   error/timeout or a 502/503 from its terminator (its Ollama is down), POSTs included since
   inference changes nothing, never once a response started and never on 504; long timeouts and
   no response buffering for streamed generation.
+- **Only the runtime's inference and read-only API** (without gateways, and on every terminator):
+  the allow-list of :data:`MODEL_RUNTIME` in ``llmkit/data/runtimes.yaml`` (``routes``: exact path
+  and methods, :func:`api_routes`). nginx matches the decoded, normalised path (``$uri``) and
+  answers 403 for any other path, 405 (with ``Allow``) for another method, so Ollama's admin API
+  (pull, push, create, copy, delete, blobs) is never reached from outside the host; the upstream
+  is sent exactly the allow-listed path, so it cannot read the request differently.
 - **With gateways** (an inventory ``gateway`` group, :mod:`playbooks.deploys.gateway`): the pool is
   the gateway hosts on ``gateway_port`` instead, over TLS 1.3 verified under the name every
   gateway's certificate carries (``gateway.llmkit.internal``); LiteLLM's management API (the path
@@ -32,6 +39,11 @@ Decisions, for reviewers:
   ``model_bind_address:model_port`` (the default route's source address when unset: never
   0.0.0.0 by default), TLS 1.3 and a client certificate signed by the internal CA, proxying to
   Ollama on ``127.0.0.1:ollama_port`` with a loopback Host header.
+- **Which clients a terminator accepts**: not every certificate of the internal CA (an admin's or
+  a client's would reach the model port directly), only the subjects of the inventory's proxies'
+  and gateways' own certificates (:func:`model_client_subjects`, read on the controller as the
+  deploys read them: ``llmkit pki`` names each certificate after its inventory host, and refuses a
+  second certificate of a name); any other gets 403.
 """
 
 from __future__ import annotations
@@ -44,11 +56,14 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
+from llmkit.catalog import load_catalog
 from llmkit.gateway import MANAGEMENT_PATH_PREFIXES
 from playbooks.render import render
 
@@ -60,6 +75,8 @@ TLS_DIR = "/etc/nginx/llmkit-tls"
 LOG_DIR = "/var/log/llmkit-nginx"
 #: The proxy's JSON access log (mtail reads it for the SLO metrics: ``monitoring.py``).
 PROXY_ACCESS_LOG = f"{LOG_DIR}/proxy-access.log"
+#: The terminator's JSON access log.
+MODEL_ACCESS_LOG = f"{LOG_DIR}/model-access.log"
 PROXY_CONF = "/etc/nginx/conf.d/llmkit-proxy.conf"
 TERMINATOR_CONF = "/etc/nginx/conf.d/llmkit-model-tls.conf"
 LOGROTATE_CONF = "/etc/logrotate.d/llmkit-nginx"
@@ -72,6 +89,13 @@ GATEWAY_TLS_NAME = "gateway.llmkit.internal"
 #: Inventory groups whose hosts serve models (AWS model hosts are in ``model_<slug>``).
 GPU_GROUP = "gpu"
 MODEL_GROUP_PREFIX = "model_"
+PROXY_GROUP = "proxy"
+GATEWAY_GROUP = "gateway"
+#: The runtime the model hosts serve (what ``deploys/ollama.py`` installs): its API allow-list
+#: (``routes`` in ``llmkit/data/runtimes.yaml``) is what the proxy and the terminators pass.
+MODEL_RUNTIME = "ollama"
+#: TLS key exchange groups, in order of preference (``ssl_ecdh_curve``), not OpenSSL's default list.
+TLS_GROUPS = ("X25519", "prime256v1", "secp384r1")
 #: nginx upstream pools: the model hosts, or the gateways in front of them.
 MODEL_UPSTREAM = "llmkit_models"
 GATEWAY_UPSTREAM = "llmkit_gateways"
@@ -188,6 +212,76 @@ def model_host_address(name: str, data: Mapping[str, Any]) -> str:
     return address
 
 
+def api_routes(runtime: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(path, nginx regular expression, methods) of the runtime's API allow-list (the catalog's)."""
+    routes = load_catalog().runtime(runtime).routes
+    return [(path, re.escape(path), tuple(methods)) for path, methods in routes.items()]
+
+
+# --- who may use the model port --------------------------------------------------------------------
+
+#: Subject attributes whose names OpenSSL (nginx's $ssl_client_s_dn, RFC 2253) and cryptography
+#: (RFC 4514) write alike; values of plain characters only, so the two strings are equal.
+_SUBJECT_ATTRIBUTES = {
+    NameOID.COMMON_NAME,
+    NameOID.ORGANIZATION_NAME,
+    NameOID.ORGANIZATIONAL_UNIT_NAME,
+    NameOID.COUNTRY_NAME,
+    NameOID.STATE_OR_PROVINCE_NAME,
+    NameOID.LOCALITY_NAME,
+    NameOID.DOMAIN_COMPONENT,
+}
+_SUBJECT_VALUE = re.compile(r"[A-Za-z0-9._@:-]+(?: [A-Za-z0-9._@:-]+)*")
+
+
+def certificate_subject(pem: str, what: str) -> str:
+    """The certificate's subject as nginx's ``$ssl_client_s_dn`` shows it (RFC 2253)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as error:
+        raise ValueError(f"{what}: not a PEM certificate ({error})") from None
+    rdns = list(cert.subject.rdns)
+    plain = bool(rdns) and all(
+        len(rdn) == 1
+        and next(iter(rdn)).oid in _SUBJECT_ATTRIBUTES
+        and _SUBJECT_VALUE.fullmatch(str(next(iter(rdn)).value))
+        for rdn in rdns
+    )
+    if not plain:
+        raise ValueError(
+            f"{what}: its subject ({cert.subject.rfc4514_string()!r}) cannot identify it to the model "
+            "hosts: it needs a subject of CN (O, OU, C, ST, L, DC) attributes of letters, digits and "
+            ". _ @ : - (as `llmkit pki issue` makes)"
+        )
+    return cert.subject.rfc4514_string()
+
+
+def certificate_pem(data: Mapping[str, Any], host_name: str) -> str:
+    """A host's certificate as PEM text: ``<pki_dir>/<host>.crt`` on the controller, else ``tls_cert``."""
+    pki_dir = data.get("pki_dir")
+    if pki_dir:
+        path = Path(str(pki_dir)).expanduser() / f"{host_name}.crt"
+        if not path.is_file():
+            raise ValueError(f"pki_dir: missing {path} (run `llmkit pki` for host {host_name})")
+        return path.read_text(encoding="utf-8")
+    text = data.get("tls_cert")
+    if not text:
+        raise ValueError(
+            f"host {host_name}: no certificate: set pki_dir, or tls_cert (PEM text) in host data"
+        )
+    return str(text)
+
+
+def model_client_subjects(clients: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The subjects of the model port's clients' certificates: (name, data) of each proxy and gateway."""
+    subjects: list[str] = []
+    for name, data in clients:
+        subject = certificate_subject(certificate_pem(data, name), f"certificate of {name}")
+        if subject not in subjects:
+            subjects.append(subject)
+    return subjects
+
+
 def management_pattern(prefixes: Iterable[str]) -> str:
     """An nginx regular expression matching every path under one of ``prefixes``."""
     parts = [re.escape(p) for p in prefixes]
@@ -226,6 +320,10 @@ def proxy_context(
     admin = [str(ipaddress.ip_network(str(c), strict=True)) for c in admin_cidrs]
     return {
         "server_name": server_name,
+        "tls_groups": ":".join(TLS_GROUPS),
+        # Through gateways, LiteLLM's API (its own routes, management restricted below) is the API.
+        "runtime": MODEL_RUNTIME,
+        "routes": None if gateways else api_routes(MODEL_RUNTIME),
         "upstreams": list(gateways) if gateways else [socket_address(a, port) for a in upstream_list],
         "upstream_name": GATEWAY_UPSTREAM if gateways else MODEL_UPSTREAM,
         "via_gateway": bool(gateways),
@@ -260,8 +358,15 @@ SELF_SIGNED_BEHIND_ALB = "self-signed-behind-alb"
 MODEL_TLS_MODES = (INTERNAL_CA, SELF_SIGNED_BEHIND_ALB)
 
 
-def terminator_context(data: Mapping[str, Any], bind_address: str | None) -> dict[str, Any]:
-    """The terminator template's context; ``bind_address`` is the default route's source (a fact)."""
+def terminator_context(
+    data: Mapping[str, Any], bind_address: str | None, client_subjects: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The terminator template's context; ``bind_address`` is the default route's source (a fact).
+
+    ``client_subjects``: the certificate subjects that may use the model port (the proxies' and
+    the gateways', :func:`model_client_subjects`); required unless the model TLS mode verifies no
+    client certificate.
+    """
     address = data.get("model_bind_address") or bind_address
     if not address:
         raise ValueError(
@@ -277,8 +382,18 @@ def terminator_context(data: Mapping[str, Any], bind_address: str | None) -> dic
     mode = data.get("model_tls_mode") or INTERNAL_CA
     if mode not in MODEL_TLS_MODES:
         raise ValueError(f"model_tls_mode must be one of {', '.join(MODEL_TLS_MODES)}, got {mode!r}")
+    verify_client = mode == INTERNAL_CA
+    if verify_client and not client_subjects:
+        raise ValueError(
+            "tls_terminator: the inventory has no proxy or gateway host, so no certificate may use the "
+            "model port: add the proxies (group proxy) or gateways (group gateway) to the inventory"
+        )
     return {
-        "verify_client": mode == INTERNAL_CA,
+        "verify_client": verify_client,
+        "client_subjects": [(s, re.escape(s)) for s in client_subjects] if verify_client else [],
+        "tls_groups": ":".join(TLS_GROUPS),
+        "runtime": MODEL_RUNTIME,
+        "routes": api_routes(MODEL_RUNTIME),
         "bind_address": str(address),
         "listen": socket_address(str(address), port),
         "model_port": port,
@@ -287,12 +402,16 @@ def terminator_context(data: Mapping[str, Any], bind_address: str | None) -> dic
         "connect_timeout": CONNECT_TIMEOUT,
         "generation_timeout": GENERATION_TIMEOUT,
         "tls_dir": TLS_DIR,
-        "access_log": f"{LOG_DIR}/model-access.log",
+        "access_log": MODEL_ACCESS_LOG,
     }
 
 
 def logrotate_context(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"retention_days": _positive_int(data, "log_retention_days"), "log_dir": LOG_DIR}
+
+
+def _members(group: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(member.name, member.data.dict()) for member in host.inventory.get_group(group, [])]
 
 
 def model_hosts() -> list[tuple[str, dict[str, Any]]]:
@@ -399,7 +518,9 @@ def tls_terminator() -> None:
     """nginx on a model host: TLS 1.3, client certificates from the internal CA, to Ollama on loopback."""
     data = host.data.dict()
     bind = None if data.get("model_bind_address") else host.get_fact(DefaultRouteSource)
-    context = terminator_context(data, bind)
+    verifies = (data.get("model_tls_mode") or INTERNAL_CA) == INTERNAL_CA
+    clients = _members(PROXY_GROUP) + _members(GATEWAY_GROUP) if verifies else []
+    context = terminator_context(data, bind, model_client_subjects(clients))
     if context["verify_client"]:
         material = tls_material(data, host.name)
         changes = _nginx_base(data)

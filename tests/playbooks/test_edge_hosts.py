@@ -110,6 +110,8 @@ def data(**overrides: Any) -> dict[str, Any]:
 
 
 UPSTREAMS = ["10.20.1.11", "10.20.1.12"]
+#: The certificate subjects that may use a terminator's model port (the proxies', the gateways').
+CLIENTS = ["CN=proxy-1.llm.example.internal"]
 
 
 def lines(text: str) -> list[str]:
@@ -133,7 +135,15 @@ def test_proxy_config_has_the_security_lines() -> None:
     # Upstreams: every model host, passive health checks, mutual TLS 1.3 with verification.
     assert "server 10.20.1.11:11434 max_fails=3 fail_timeout=30s;" in body
     assert "server 10.20.1.12:11434 max_fails=3 fail_timeout=30s;" in body
-    assert "proxy_pass https://llmkit_models;" in body
+    # Only the runtime's allow-list reaches the model hosts, under exactly the allow-listed path.
+    assert "proxy_pass https://llmkit_models$uri$is_args$args;" in body
+    assert 'if ($llmkit_proxy_route_methods = "") {' in body
+    assert "if ($llmkit_proxy_route_allowed = 0) {" in body
+    assert body.count("return 403;") == 1 and body.count("return 405;") == 1
+    # Pinned key exchange groups, no caching of prompts and answers.
+    assert "ssl_ecdh_curve X25519:prime256v1:secp384r1;" in body
+    assert 'add_header Cache-Control "no-store" always;' in body
+    assert "proxy_hide_header Cache-Control;" in body
     assert "proxy_ssl_certificate /etc/nginx/llmkit-tls/server.crt;" in body
     assert "proxy_ssl_verify on;" in body
     assert "proxy_ssl_trusted_certificate /etc/nginx/llmkit-tls/ca.crt;" in body
@@ -146,7 +156,8 @@ def test_proxy_config_has_the_security_lines() -> None:
     # JSON access log that never records the query string.
     assert "log_format llmkit_proxy_json escape=json" in body
     assert "access_log /var/log/llmkit-nginx/proxy-access.log llmkit_proxy_json;" in body
-    assert "$request_uri" not in conf and "$args" not in conf
+    log_format = conf.split("log_format llmkit_proxy_json", 1)[1].split(";", 1)[0]
+    assert "$request_uri" not in log_format and "$args" not in log_format and "$uri" in log_format
     # No client certificates and no key zone unless asked for.
     assert "ssl_verify_client" not in conf
     assert "llmkit_per_api_key" not in conf
@@ -195,15 +206,28 @@ def test_logrotate_keeps_the_retention() -> None:
 
 
 def test_terminator_config_requires_client_certificates() -> None:
-    ctx = rp.terminator_context(data(model_bind_address="10.20.1.11"), None)
+    ctx = rp.terminator_context(data(model_bind_address="10.20.1.11"), None, CLIENTS)
     body = lines(rp.render("nginx-terminator.conf.j2", **ctx))
     assert "listen 10.20.1.11:11434 ssl;" in body
     assert [line for line in body if line.startswith("ssl_protocols")] == ["ssl_protocols TLSv1.3;"]
     assert "ssl_verify_client on;" in body
     assert "ssl_client_certificate /etc/nginx/llmkit-tls/ca.crt;" in body
-    assert "proxy_pass http://127.0.0.1:11434;" in body
+    # Of the internal CA's certificates, only the proxies' and gateways' subjects: 403 for others.
+    block = body[body.index("map $ssl_client_s_dn $llmkit_model_client {") :]
+    assert block[1:4] == [
+        "default 0;",
+        r'"~^CN=proxy\-1\.llm\.example\.internal$" 1;  # CN=proxy-1.llm.example.internal',
+        "}",
+    ]
+    assert "if ($llmkit_model_client = 0) {" in body
+    assert "server 127.0.0.1:11434;" in body
+    assert "proxy_pass http://llmkit_ollama$uri$is_args$args;" in body
     assert "server_tokens off;" in body
+    assert "ssl_ecdh_curve X25519:prime256v1:secp384r1;" in body
+    assert 'add_header Cache-Control "no-store" always;' in body
     assert not any("0.0.0.0" in line for line in body)
+    with pytest.raises(ValueError, match="no proxy or gateway host"):
+        rp.terminator_context(data(model_bind_address="10.20.1.11"), None, [])
 
 
 def test_terminator_behind_the_aws_load_balancer_skips_client_certificates() -> None:
@@ -223,12 +247,12 @@ def test_terminator_behind_the_aws_load_balancer_skips_client_certificates() -> 
 def test_terminator_binds_to_the_default_route_address_not_everywhere() -> None:
     source = parse_route_source(["192.0.2.1 via 10.20.1.1 dev ens5 src 10.20.1.37 uid 0", "    cache"])
     assert source == "10.20.1.37"
-    ctx = rp.terminator_context(data(), source)
+    ctx = rp.terminator_context(data(), source, CLIENTS)
     assert ctx["listen"] == "10.20.1.37:11434"
     with pytest.raises(ValueError, match="model_bind_address"):
-        rp.terminator_context(data(), parse_route_source([]))
+        rp.terminator_context(data(), parse_route_source([]), CLIENTS)
     with pytest.raises(ValueError, match="model_bind_address must be an IP address"):
-        rp.terminator_context(data(model_bind_address="gpu-1.internal"), None)
+        rp.terminator_context(data(model_bind_address="gpu-1.internal"), None, CLIENTS)
 
 
 def test_tls_material_from_pki_dir_and_host_data(tmp_path: Path, pki: dict[str, str]) -> None:
@@ -305,8 +329,10 @@ def test_nginx_accepts_the_proxy_config(tmp_path: Path, pki: dict[str, str], mtl
 
 
 @pytest.mark.needs("nginx")
-def test_nginx_accepts_the_terminator_config(tmp_path: Path, pki: dict[str, str]) -> None:
-    ctx = rp.terminator_context(data(model_bind_address="127.0.0.1", model_port=18443), None)
+@pytest.mark.parametrize("mode", rp.MODEL_TLS_MODES)
+def test_nginx_accepts_the_terminator_config(tmp_path: Path, pki: dict[str, str], mode: str) -> None:
+    settings = data(model_bind_address="127.0.0.1", model_port=18443, model_tls_mode=mode)
+    ctx = rp.terminator_context(settings, None, CLIENTS)
     ctx["tls_dir"] = str(write_tls(tmp_path, pki, "gpu", False))
     ctx["access_log"] = str(tmp_path / "logs/access.log")
     result = nginx_check(tmp_path, rp.render("nginx-terminator.conf.j2", **ctx))
@@ -456,18 +482,25 @@ OS_RELEASE = {
 
 
 def present(
-    path: str, content: str, mode: str = "-rw-r--r--", dir_mode: str = "drwxr-xr-x"
+    path: str,
+    content: str,
+    mode: str = "-rw-r--r--",
+    dir_mode: str = "drwxr-xr-x",
+    *,
+    user: str = "root",
+    group: str = "root",
+    dir_group: str = "root",
 ) -> dict[Any, Any]:
-    """Fake responses: ``path`` and its directory exist, root-owned with ``mode``, holding ``content``."""
+    """Fake responses: ``path`` (``mode``, holding ``content``) and its root-owned directory exist."""
     sha1 = hashlib.sha1(content.encode()).hexdigest()
     parent = str(Path(path).parent)
     return {
         f"sha1sum {path} ": f"{sha1}  {path}",
         re.compile(rf"stat -c .* {re.escape(path)} "): (
-            f"user=root group=root mode={mode} atime=0 mtime=0 ctime=0 size={len(content)} '{path}'"
+            f"user={user} group={group} mode={mode} atime=0 mtime=0 ctime=0 size={len(content)} '{path}'"
         ),
         re.compile(rf"stat -c .* {re.escape(parent)} "): (
-            f"user=root group=root mode={dir_mode} atime=0 mtime=0 ctime=0 size=4096 '{parent}'"
+            f"user=root group={dir_group} mode={dir_mode} atime=0 mtime=0 ctime=0 size=4096 '{parent}'"
         ),
     }
 
