@@ -44,6 +44,17 @@ Decisions, for reviewers:
   and gateways' own certificates (:func:`model_client_subjects`, read on the controller as the
   deploys read them: ``llmkit pki`` names each certificate after its inventory host, and refuses a
   second certificate of a name); any other gets 403.
+- **nginx's sandbox** (:data:`NGINX_DROPIN`, ``nginx-hardening.conf.j2``): the distro's
+  ``nginx.service`` runs as root with no sandbox. The drop-in runs it as ``www-data`` from the
+  start (the master too: it needs no root once it may bind 443 through an ambient
+  ``CAP_NET_BIND_SERVICE``, given only to proxies), on a read-only system where it may write only
+  its logs, ``/var/lib/nginx`` and its PID file, with a system call filter, no devices, no kernel
+  or namespace access and an IP allow-list (:func:`nginx_unit_context`). Hence the key and the
+  log files belong to ``www-data``'s reach: keys ``root:www-data 0640`` (the workers hold them in
+  memory anyway), log files ``www-data:adm 0640`` made by the deploy and by logrotate, in
+  directories nginx itself cannot write (:data:`LOG_DIR` is ``root:adm 0751``: nginx may pass
+  through to its files, not list or add any). A changed drop-in means a daemon-reload and a restart;
+  a changed configuration, a reload.
 """
 
 from __future__ import annotations
@@ -79,6 +90,15 @@ PROXY_ACCESS_LOG = f"{LOG_DIR}/proxy-access.log"
 MODEL_ACCESS_LOG = f"{LOG_DIR}/model-access.log"
 PROXY_CONF = "/etc/nginx/conf.d/llmkit-proxy.conf"
 TERMINATOR_CONF = "/etc/nginx/conf.d/llmkit-model-tls.conf"
+#: nginx's sandbox: a drop-in for the distro's unit (``nginx-hardening.conf.j2``).
+NGINX_DROPIN = "/etc/systemd/system/nginx.service.d/llmkit-hardening.conf"
+#: The distro's nginx user, which the whole of nginx runs as under the drop-in (master included).
+NGINX_USER = "www-data"
+#: The distro's PID file (``pid`` in /etc/nginx/nginx.conf, ``PIDFile=`` of its unit).
+NGINX_PID_FILE = "/run/nginx.pid"
+#: Where the distro's nginx writes besides its PID file: its logs, its temporary files.
+DISTRO_LOG_DIR = "/var/log/nginx"
+STATE_DIR = "/var/lib/nginx"
 LOGROTATE_CONF = "/etc/logrotate.d/llmkit-nginx"
 #: The distro's default site (port 80, a symlink into sites-available): removed on proxy and model hosts.
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
@@ -91,6 +111,9 @@ GPU_GROUP = "gpu"
 MODEL_GROUP_PREFIX = "model_"
 PROXY_GROUP = "proxy"
 GATEWAY_GROUP = "gateway"
+HTTPS_PORT = 443
+#: Ports below this one need CAP_NET_BIND_SERVICE.
+FIRST_UNPRIVILEGED_PORT = 1024
 #: The runtime the model hosts serve (what ``deploys/ollama.py`` installs): its API allow-list
 #: (``routes`` in ``llmkit/data/runtimes.yaml``) is what the proxy and the terminators pass.
 MODEL_RUNTIME = "ollama"
@@ -407,11 +430,70 @@ def terminator_context(
 
 
 def logrotate_context(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {"retention_days": _positive_int(data, "log_retention_days"), "log_dir": LOG_DIR}
+    return {
+        "retention_days": _positive_int(data, "log_retention_days"),
+        "log_dir": LOG_DIR,
+        "user": NGINX_USER,
+        "pid_file": NGINX_PID_FILE,
+    }
+
+
+def nginx_unit_context(ports: Iterable[int], peers: Iterable[str]) -> dict[str, Any]:
+    """The drop-in's context: the ports nginx listens on, and every address or network it talks to.
+
+    ``peers``: its clients' networks and the hosts it proxies to (or that connect to it). An IP
+    allow-list needs them all as addresses: with a host name among them (nginx resolves it,
+    through DNS) the drop-in has none.
+    """
+    listening = sorted(set(ports))
+    if not listening:
+        raise ValueError("nginx_unit_context: nginx listens on no port")
+    v4: list[ipaddress.IPv4Network] = []
+    v6: list[ipaddress.IPv6Network] = []
+    unaddressed: list[str] = []
+    for peer in peers:
+        try:
+            network = ipaddress.ip_network(str(peer), strict=False)
+        except ValueError:
+            if str(peer) not in unaddressed:
+                unaddressed.append(str(peer))
+            continue
+        if isinstance(network, ipaddress.IPv4Network):
+            v4.append(network)
+        else:
+            v6.append(network)
+    collapsed = [str(n) for n in ipaddress.collapse_addresses(v4)]
+    collapsed += [str(n) for n in ipaddress.collapse_addresses(v6)]
+    return {
+        "user": NGINX_USER,
+        "ports": listening,
+        "bind_low_ports": any(port < FIRST_UNPRIVILEGED_PORT for port in listening),
+        "pid_file": NGINX_PID_FILE,
+        "pid_dir": str(Path(NGINX_PID_FILE).parent),
+        "read_write_paths": [DISTRO_LOG_DIR, LOG_DIR],
+        "state_directory": Path(STATE_DIR).name,
+        "ip_allow": None if unaddressed else collapsed,
+        "unaddressed": unaddressed,
+    }
+
+
+def is_model_host(groups: Iterable[str]) -> bool:
+    return any(g == GPU_GROUP or g.startswith(MODEL_GROUP_PREFIX) for g in groups)
 
 
 def _members(group: str) -> list[tuple[str, dict[str, Any]]]:
     return [(member.name, member.data.dict()) for member in host.inventory.get_group(group, [])]
+
+
+def _peer_address(name: str, data: Mapping[str, Any]) -> str:
+    """Where a peer's connections come from, as the host firewall sees it: ``ssh_hostname``, else its name."""
+    return str(data.get("ssh_hostname") or name)
+
+
+def _host_of(socket: str) -> str:
+    """The address part of ``address:port`` (``[v6]:port``)."""
+    address = socket.rsplit(":", 1)[0]
+    return address[1:-1] if address.startswith("[") else address
 
 
 def model_hosts() -> list[tuple[str, dict[str, Any]]]:
@@ -427,11 +509,18 @@ def model_hosts() -> list[tuple[str, dict[str, Any]]]:
 
 
 def _secret(content: str, dest: str, name: str) -> Any:
-    return files.put(name=name, src=StringIO(content), dest=dest, user="root", group="root", mode="600")
+    """Key material: root's, readable by nginx (which runs as NGINX_USER, master included)."""
+    return files.put(name=name, src=StringIO(content), dest=dest, user="root", group=NGINX_USER, mode="640")
+
+
+def _tls_directory() -> Any:
+    return files.directory(
+        name="TLS directory (root's, nginx may read)", path=TLS_DIR, user="root", group=NGINX_USER, mode="750"
+    )
 
 
 def _install_tls(material: TlsMaterial, client_ca: str | None, manage_client_ca: bool = True) -> list[Any]:
-    files.directory(name="TLS directory (root only)", path=TLS_DIR, user="root", group="root", mode="700")
+    _tls_directory()
     ops = [
         _secret(material.cert, f"{TLS_DIR}/server.crt", "Host certificate"),
         _secret(material.key, f"{TLS_DIR}/server.key", "Host key"),
@@ -448,9 +537,42 @@ def _install_tls(material: TlsMaterial, client_ca: str | None, manage_client_ca:
     return ops
 
 
+def _nginx_unit() -> dict[str, Any]:
+    """:func:`nginx_unit_context` for this host, from all its roles (a host may be proxy and model host)."""
+    data = host.data.dict()
+    ports: list[int] = []
+    peers: list[str] = []
+    if PROXY_GROUP in host.groups:
+        ports.append(HTTPS_PORT)
+        peers += [str(c) for c in data.get("client_cidrs") or []]
+        pool = _gateway_pool()
+        if pool:
+            peers += [_host_of(g) for g in pool["gateways"]]
+        else:
+            peers += _model_addresses()
+    if is_model_host(host.groups):
+        ports.append(_port(data, "model_port"))
+        peers += [_peer_address(n, d) for group in (PROXY_GROUP, GATEWAY_GROUP) for n, d in _members(group)]
+        peers += [str(c) for c in data.get("gateway_hosts") or []]
+    return nginx_unit_context(ports, peers)
+
+
+def _log_file(path: str) -> Any:
+    """An access log, made by the deploy for nginx (which may not create files in LOG_DIR)."""
+    return files.file(
+        name=f"Access log {Path(path).name} (nginx's to write)",
+        path=path,
+        user=NGINX_USER,
+        group="adm",
+        mode="640",
+        create_remote_dir=False,  # LOG_DIR is root's (made above): never handed to nginx
+    )
+
+
 def _nginx_base(data: Mapping[str, Any]) -> list[Any]:
     apt.packages(name="nginx from the distro", packages=["nginx"], update=True, cache_time=3600)
-    files.directory(name="JSON access log directory", path=LOG_DIR, user="root", group="adm", mode="750")
+    # root's, read by adm (mtail); others (nginx) may only pass through to the files made for them.
+    files.directory(name="JSON access log directory", path=LOG_DIR, user="root", group="adm", mode="751")
     return [
         files.link(name="Remove the distro's default site", path=DEFAULT_SITE, present=False),
         files.put(
@@ -465,11 +587,32 @@ def _nginx_base(data: Mapping[str, Any]) -> list[Any]:
 
 
 def _check_and_reload(changes: list[Any]) -> None:
+    """Check, then reload nginx when its configuration changed; restart it in a changed sandbox."""
+    unit = files.put(
+        name="nginx's sandbox (systemd drop-in)",
+        src=StringIO(render("nginx-hardening.conf.j2", **_nginx_unit())),
+        dest=NGINX_DROPIN,
+        user="root",
+        group="root",
+        mode="644",
+    )
+
     def changed() -> bool:
-        return any(op.did_change() for op in changes)
+        return unit.did_change() or any(op.did_change() for op in changes)
+
+    def reload() -> bool:
+        return not unit.did_change() and any(op.did_change() for op in changes)
 
     server.shell(name="Check the nginx configuration", commands=["nginx -t -q"], _if=changed)
-    systemd.service(name="Reload nginx", service="nginx.service", running=True, reloaded=True, _if=changed)
+    systemd.service(
+        name="Restart nginx in its new sandbox",
+        service="nginx.service",
+        running=True,
+        restarted=True,
+        daemon_reload=True,
+        _if=unit.did_change,
+    )
+    systemd.service(name="Reload nginx", service="nginx.service", running=True, reloaded=True, _if=reload)
     systemd.service(name="nginx running and enabled", service="nginx.service", running=True, enabled=True)
 
 
@@ -499,6 +642,7 @@ def reverse_proxy() -> None:
     client_ca = client_ca_pem(data.get("mtls_client_ca"))
 
     changes = _nginx_base(data)
+    _log_file(PROXY_ACCESS_LOG)
     changes += _install_tls(material, client_ca)
     changes.append(
         files.put(
@@ -527,7 +671,7 @@ def tls_terminator() -> None:
         changes += _install_tls(material, None, manage_client_ca=False)
     else:
         changes = _nginx_base(data)
-        files.directory(name="TLS directory (root only)", path=TLS_DIR, user="root", group="root", mode="700")
+        _tls_directory()
         # Not a change that needs a reload on its own: the first run also writes the config.
         if host.get_fact(File, path=f"{TLS_DIR}/server.key") is None:
             server.shell(
@@ -539,6 +683,16 @@ def tls_terminator() -> None:
                     f"-keyout {TLS_DIR}/server.key -out {TLS_DIR}/server.crt)"
                 ],
             )
+        for name in ("server.key", "server.crt"):
+            files.file(
+                name=f"Self-signed {name}: root's, nginx may read",
+                path=f"{TLS_DIR}/{name}",
+                user="root",
+                group=NGINX_USER,
+                mode="640",
+                create_remote_dir=False,
+            )
+    _log_file(MODEL_ACCESS_LOG)
     changes.append(
         files.put(
             name="TLS terminator configuration",

@@ -567,43 +567,112 @@ def edge(pki: dict[str, str]) -> Iterator[dict[str, list[tuple[str, dict[str, An
     }
 
 
-def test_reverse_proxy_first_run_writes_checks_and_reloads(edge: dict[str, Any]) -> None:
+def test_reverse_proxy_first_run_writes_checks_and_restarts_in_the_sandbox(edge: dict[str, Any]) -> None:
     commands = run_deploy(rp.reverse_proxy, "@fake/proxy-1", edge, NGINX_RUNNING)
     assert any("install nginx" in c for c in commands)
-    assert "chmod 600 /etc/nginx/llmkit-tls/server.key" in commands
-    assert "chmod 700 /etc/nginx/llmkit-tls" in commands
-    assert commands.index("nginx -t -q") < commands.index("systemctl reload nginx.service")
+    # Key material is root's; nginx (www-data, master included) may read it, nobody else.
+    assert "chmod 640 /etc/nginx/llmkit-tls/server.key" in commands
+    assert "chown root:www-data /etc/nginx/llmkit-tls/server.key" in commands
+    assert "chmod 750 /etc/nginx/llmkit-tls" in commands
+    # The access log is made for nginx, which may not create files in the root-owned log directory.
+    assert "chown www-data:adm /var/log/llmkit-nginx/proxy-access.log" in commands
+    assert "chown root:adm /var/log/llmkit-nginx" in commands
+    assert "chmod 751 /var/log/llmkit-nginx" in commands
+    assert "chown www-data:adm /var/log/llmkit-nginx" not in commands
+    # A new sandbox: checked, then daemon-reload and a restart (a reload keeps the old process).
+    assert f"chmod 644 {rp.NGINX_DROPIN}" in commands
+    check = commands.index("nginx -t -q")
+    assert (
+        check < commands.index("systemctl daemon-reload") < commands.index("systemctl restart nginx.service")
+    )
+    assert "systemctl reload nginx.service" not in commands
+
+
+def proxy_files(pki: dict[str, str]) -> dict[Any, Any]:
+    """Fake responses: everything the proxy deploy writes on proxy-1 is there, unchanged."""
+    responses: dict[Any, Any] = dict(NGINX_RUNNING)
+    secrets = {"server.crt": pki["proxy_cert"], "server.key": pki["proxy_key"], "ca.crt": pki["ca"]}
+    for name, content in secrets.items():
+        responses.update(
+            present(
+                f"{rp.TLS_DIR}/{name}",
+                content,
+                "-rw-r-----",
+                "drwxr-x---",
+                group="www-data",
+                dir_group="www-data",
+            )
+        )
+    responses.update(
+        present(
+            rp.PROXY_ACCESS_LOG, "", "-rw-r-----", "drwxr-x--x", user="www-data", group="adm", dir_group="adm"
+        )
+    )
+    for path, content in {
+        rp.PROXY_CONF: rp.render("nginx-proxy.conf.j2", **rp.proxy_context(data(), ["10.20.1.11"])),
+        rp.LOGROTATE_CONF: rp.render("logrotate-llmkit-nginx.j2", **rp.logrotate_context(data())),
+        rp.NGINX_DROPIN: proxy_dropin(),
+    }.items():
+        responses.update(present(path, content))
+    return responses
+
+
+def proxy_dropin() -> str:
+    """The drop-in of proxy-1: port 443, its clients and its one model host."""
+    return rp.render(
+        "nginx-hardening.conf.j2", **rp.nginx_unit_context([443], [*DEFAULTS["client_cidrs"], "10.20.1.11"])
+    )
 
 
 def test_reverse_proxy_unchanged_does_not_reload(edge: dict[str, Any], pki: dict[str, str]) -> None:
-    ctx = rp.proxy_context(data(), ["10.20.1.11"])
-    responses: dict[Any, Any] = dict(NGINX_RUNNING)
-    for path, content in {
-        rp.PROXY_CONF: rp.render("nginx-proxy.conf.j2", **ctx),
-        rp.LOGROTATE_CONF: rp.render("logrotate-llmkit-nginx.j2", **rp.logrotate_context(data())),
-        f"{rp.TLS_DIR}/server.crt": pki["proxy_cert"],
-        f"{rp.TLS_DIR}/server.key": pki["proxy_key"],
-        f"{rp.TLS_DIR}/ca.crt": pki["ca"],
-    }.items():
-        secret = path.startswith(rp.TLS_DIR)
-        responses.update(
-            present(
-                path,
-                content,
-                "-rw-------" if secret else "-rw-r--r--",
-                "drwx------" if secret else "drwxr-xr-x",
-            )
-        )
-    commands = run_deploy(rp.reverse_proxy, "@fake/proxy-1", edge, responses)
+    commands = run_deploy(rp.reverse_proxy, "@fake/proxy-1", edge, proxy_files(pki))
     assert "nginx -t -q" not in commands
-    assert not any("reload nginx" in c for c in commands)
+    assert not {
+        "systemctl reload nginx.service",
+        "systemctl daemon-reload",
+        "systemctl restart nginx.service",
+    } & set(commands)
+    assert not any(c.startswith(("touch", "chmod", "chown")) and rp.LOG_DIR in c for c in commands)
+
+
+def test_a_changed_configuration_reloads_a_changed_sandbox_restarts(
+    edge: dict[str, Any], pki: dict[str, str]
+) -> None:
+    responses = proxy_files(pki)
+    responses.update(present(rp.PROXY_CONF, "# an older configuration\n"))
+    commands = run_deploy(rp.reverse_proxy, "@fake/proxy-1", edge, responses)
+    assert commands.index("nginx -t -q") < commands.index("systemctl reload nginx.service")
+    assert not any("daemon-reload" in c or "restart" in c for c in commands)
+
+    responses = proxy_files(pki)
+    responses.update(present(rp.NGINX_DROPIN, "[Service]\n"))
+    commands = run_deploy(rp.reverse_proxy, "@fake/proxy-1", edge, responses)
+    assert commands.index("nginx -t -q") < commands.index("systemctl daemon-reload")
+    assert commands.index("systemctl daemon-reload") < commands.index("systemctl restart nginx.service")
+    assert "systemctl reload nginx.service" not in commands
 
 
 def test_tls_terminator_deploy(edge: dict[str, Any]) -> None:
-    commands = run_deploy(rp.tls_terminator, "@fake/gpu-1", edge, NGINX_RUNNING)
+    rendered: dict[str, str] = {}
+    real_render = rp.render
+
+    def recording(template: str, **context: Any) -> str:
+        rendered[template] = real_render(template, **context)
+        return rendered[template]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rp, "render", recording)
+        commands = run_deploy(rp.tls_terminator, "@fake/gpu-1", edge, NGINX_RUNNING)
     assert "chmod 644 /etc/nginx/conf.d/llmkit-model-tls.conf" in commands
-    assert commands.index("nginx -t -q") < commands.index("systemctl reload nginx.service")
+    assert "chown www-data:adm /var/log/llmkit-nginx/model-access.log" in commands
+    assert commands.index("nginx -t -q") < commands.index("systemctl restart nginx.service")
     assert not any("clients-ca.crt" in c for c in commands)
+    # The model port admits the inventory's proxy (its certificate's subject), no other certificate.
+    assert '"~^CN=proxy$" 1;  # CN=proxy' in rendered["nginx-terminator.conf.j2"]
+    # gpu-1's nginx: no capability (port 11434), packets only from the proxy and gateway_hosts.
+    dropin = lines(rendered["nginx-hardening.conf.j2"])
+    assert "CapabilityBoundingSet=" in dropin and "AmbientCapabilities=" in dropin
+    assert "IPAddressAllow=localhost 10.10.0.5/32 10.20.5.10/32" in dropin
 
 
 def test_self_signed_terminator_makes_its_certificate_once(edge: dict[str, Any]) -> None:

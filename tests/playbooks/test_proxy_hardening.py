@@ -6,7 +6,8 @@ one real nginx on 127.0.0.1 (as on a host with both roles), with certificates is
 records every request that reaches it. Checked: only the runtime's allow-list gets through (403 for
 other paths, however spelled, 405 for other methods), a certificate of the internal CA that is not
 the proxy's is refused by the terminator, the TLS groups are pinned (real ``openssl s_client``),
-answers carry ``Cache-Control: no-store`` and no server version.
+answers carry ``Cache-Control: no-store`` and no server version; and nginx's systemd sandbox,
+scored by the real ``systemd-analyze security --offline=yes``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import http.client
 import http.server
 import json
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -34,6 +36,9 @@ from playbooks.deploys import reverse_proxy as rp
 
 NGINX = system.which("nginx")
 OPENSSL = system.which("openssl")
+SYSTEMD_ANALYZE = system.which("systemd-analyze")
+#: The distro's unit that the drop-in hardens (Debian 12's nginx package).
+DISTRO_UNIT = Path("/lib/systemd/system/nginx.service")
 
 PROXY = "proxy-1.llm.example.internal"
 GPU = "gpu-1.llm.example.internal"
@@ -486,3 +491,102 @@ def test_the_tls_groups_are_pinned(edge: Edge, role: str) -> None:
     for group in ("secp521r1", "X448", "ffdhe2048"):
         result = s_client(port, group, edge.pki_dir)
         assert result.returncode != 0 and "Server Temp Key" not in result.stdout, group
+
+
+# --- nginx's systemd sandbox ---------------------------------------------------------------------------
+
+#: systemd-analyze security --offline=yes of Debian 12's nginx.service (systemd 252): before, and
+#: with the drop-in on a proxy (CAP_NET_BIND_SERVICE for 443) and on a model host (no capability).
+SCORE_WITHOUT_DROPIN = 9.6
+SCORES = {"proxy": 1.3, "model host": 1.1}
+UNIT_CONTEXTS = {
+    "proxy": ([443], ["203.0.113.0/24", "2001:db8:100::/48", "10.20.1.11", "10.20.1.12"]),
+    "model host": ([11434], ["10.10.0.5", "10.20.5.0/24"]),
+}
+
+
+def unit_tree(root: Path, dropin: str | None) -> Path:
+    """A root with the distro's nginx.service and, given, the drop-in where the deploy puts it."""
+    unit = root / DISTRO_UNIT.relative_to("/")
+    unit.parent.mkdir(parents=True)
+    shutil.copyfile(DISTRO_UNIT, unit)
+    if dropin is not None:
+        path = root / Path(rp.NGINX_DROPIN).relative_to("/")
+        path.parent.mkdir(parents=True)
+        path.write_text(dropin)
+    return root
+
+
+def exposure(root: Path) -> float:
+    result = subprocess.run(
+        [
+            SYSTEMD_ANALYZE or "systemd-analyze",
+            "security",
+            "--offline=yes",
+            f"--root={root}",
+            "--no-pager",
+            "nginx.service",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    found = re.search(r"Overall exposure level for nginx\.service: (\d+\.\d)", result.stdout + result.stderr)
+    assert found, result.stdout + result.stderr
+    return float(found.group(1))
+
+
+def dropin(role: str) -> str:
+    ports, peers = UNIT_CONTEXTS[role]
+    return rp.render("nginx-hardening.conf.j2", **rp.nginx_unit_context(ports, peers))
+
+
+@pytest.mark.needs("systemd-analyze", str(DISTRO_UNIT))
+@pytest.mark.parametrize("role", sorted(SCORES))
+def test_systemd_scores_the_sandboxed_nginx(tmp_path: Path, role: str) -> None:
+    assert exposure(unit_tree(tmp_path / "before", None)) == SCORE_WITHOUT_DROPIN
+    score = exposure(unit_tree(tmp_path / "after", dropin(role)))
+    assert score == SCORES[role]
+    assert score < 2.0
+
+
+@pytest.mark.needs("systemd-analyze", "nginx", str(DISTRO_UNIT))
+@pytest.mark.parametrize("role", sorted(SCORES))
+def test_systemd_accepts_the_unit_with_the_dropin(tmp_path: Path, role: str) -> None:
+    def verify(text: str) -> subprocess.CompletedProcess[str]:
+        unit = tmp_path / "nginx.service"  # the distro's unit with the drop-in appended: one file
+        unit.write_text(DISTRO_UNIT.read_text() + "\n" + text)
+        return subprocess.run(
+            [SYSTEMD_ANALYZE or "systemd-analyze", "verify", str(unit)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    result = verify(dropin(role))
+    assert result.returncode == 0 and "nginx.service" not in result.stderr, result.stderr
+    assert (
+        "nginx.service"
+        in verify(dropin(role).replace("ProtectSystem=strict", "ProtectSystem=sometimes")).stderr
+    )
+
+
+def test_the_dropin_follows_the_roles() -> None:
+    proxy = dropin("proxy").splitlines()
+    assert (
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE" in proxy
+        and "AmbientCapabilities=CAP_NET_BIND_SERVICE" in proxy
+    )
+    assert "IPAddressAllow=localhost 10.20.1.11/32 10.20.1.12/32 203.0.113.0/24 2001:db8:100::/48" in proxy
+    model = dropin("model host").splitlines()
+    assert "CapabilityBoundingSet=" in model and "AmbientCapabilities=" in model
+    assert "IPAddressAllow=localhost 10.10.0.5/32 10.20.5.0/24" in model
+    for lines in (proxy, model):
+        assert "User=www-data" in lines and "ProtectSystem=strict" in lines and "IPAddressDeny=any" in lines
+    # A peer known only by name: nginx resolves it through DNS, so no IP allow-list at all.
+    named = rp.render(
+        "nginx-hardening.conf.j2", **rp.nginx_unit_context([443], ["203.0.113.0/24", "gpu-1.internal"])
+    )
+    assert "IPAddressDeny" not in named and "gpu-1.internal named, not addressed" in named
