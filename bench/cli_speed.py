@@ -11,14 +11,23 @@ the same interpreter in the same run, so the ratios hold on a slower or busier m
 - `llmkit policy check graph.json` on a graph this script saves first (`llmkit plan prod
   --json`, in a temporary directory): under 1 s;
 - `llmkit plan prod`: under 3 s of planning (the "planned in" figure it prints: running the
-  Pulumi program on the mock runtime, which includes importing pulumi and pulumi-aws).
+  Pulumi program on the mock runtime, which includes importing pulumi and pulumi-aws). The
+  verdict uses the CPU time it prints beside it: on this 2-core machine, shared with other
+  work, the wall time of a 3 s CPU-bound run moves by seconds with the load, its CPU time
+  hardly (with nothing else running the two are within a few hundredths).
+  The script also prints how that figure splits: it finds which pulumi-aws service modules a
+  plan of the stack loads, times a process that imports only those (and the Pulumi SDK),
+  after what `llmkit plan` imports before it starts the clock, and with the garbage collector
+  paused as the plan pauses it; the rest is running the program.
 
 Python compiles every module it imports from source when it has no bytecode for it: when
 PYTHONDONTWRITEBYTECODE is set and the venv was installed without compiling (uv's default),
-that is every run, and it is most of the time of a command that imports pulumi-aws. The
-script says which case it measured. `--bytecode` measures the other case: it lets Python
-write bytecode into a private cache in its temporary directory (PYTHONPYCACHEPREFIX; the venv
-is not touched) and warms it before timing.
+that is every run, and it is most of the time of a command that imports pulumi-aws. llmkit's
+own modules (an editable install) are not compiled by `uv sync --compile-bytecode`: with
+PYTHONDONTWRITEBYTECODE they are compiled on every run. The script says which case it
+measured. `--bytecode` measures the other case: it lets Python write bytecode into a private
+cache in its temporary directory (PYTHONPYCACHEPREFIX; the venv is not touched) and warms it
+before timing.
 
 It exits 1 when a target is missed.
 """
@@ -26,6 +35,7 @@ It exits 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -41,7 +51,33 @@ ROOT = Path(__file__).resolve().parent.parent
 RATIO_TARGET = 3.0
 POLICY_CHECK_TARGET_S = 1.0
 PLAN_TARGET_S = 3.0
-PLANNED = re.compile(r"planned in ([0-9.]+) s")
+PLANNED = re.compile(r"planned in ([0-9.]+) s \(([0-9.]+) s CPU\)")
+
+# Which pulumi-aws service packages a plan of the stack loads (pulumi-aws registers all ~300 of
+# them lazily; a loaded one is a plain module again).
+LOADED_SERVICES = """
+import json, sys, types
+from llmkit.plan import run_plan
+run_plan(sys.argv[1])
+print(json.dumps(sorted(
+    name for name, module in sys.modules.items()
+    if name.startswith("pulumi_aws.") and name.count(".") == 1 and type(module) is types.ModuleType
+    and hasattr(module, "__path__")
+)))
+"""
+
+# Import what `llmkit plan` imports once its clock runs (the Pulumi SDK, pulumi-aws and the given
+# service modules), after what it imports before; print the wall and CPU seconds it took.
+IMPORTS_ONLY = """
+import gc, importlib, sys, time
+import llmkit.commands.plan, llmkit.config, llmkit.plan
+gc.disable()  # as llmkit.plan.record does
+wall, cpu = time.perf_counter(), time.process_time()
+import google.protobuf.json_format, pulumi, pulumi.runtime.mocks, pulumi.runtime.stack, pulumi_aws
+for name in sys.argv[1:]:
+    getattr(importlib.import_module(name), "__all__", None)  # a lazy module loads on first use
+print(time.perf_counter() - wall, time.process_time() - cpu)
+"""
 
 
 @dataclass
@@ -81,8 +117,35 @@ def bytecode_state(env: dict[str, str]) -> str:
     if env.get("PYTHONPYCACHEPREFIX"):
         return f"private cache {env['PYTHONPYCACHEPREFIX']} (warmed)"
     if env.get("PYTHONDONTWRITEBYTECODE"):
-        return "in the venv" if compiled else "off: PYTHONDONTWRITEBYTECODE is set and the venv has none"
+        own = any((ROOT / "llmkit").glob("__pycache__/*.pyc"))
+        own_text = "" if own else "; llmkit's own modules compiled from source on every run"
+        return (
+            "in the venv" if compiled else "off: PYTHONDONTWRITEBYTECODE is set and the venv has none"
+        ) + own_text
     return "written on first import (the usual case)"
+
+
+def import_share(python: str, env: dict[str, str], stack: str, runs: int) -> tuple[Timing, list[str]]:
+    """How long the imports inside a plan of ``stack`` take: medians of ``runs`` processes."""
+    done = subprocess.run(
+        [python, "-c", LOADED_SERVICES, stack], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        sys.exit(f"finding the service modules a plan of {stack} loads failed:\n{done.stderr}")
+    services = json.loads(done.stdout.strip().splitlines()[-1])
+    walls: list[float] = []
+    cpus: list[float] = []
+    for i in range(runs + 1):
+        done = subprocess.run(
+            [python, "-c", IMPORTS_ONLY, *services], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            sys.exit(f"importing pulumi and pulumi-aws failed:\n{done.stderr}")
+        if i:
+            wall, cpu = (float(x) for x in done.stdout.split())
+            walls.append(wall)
+            cpus.append(cpu)
+    return Timing(statistics.median(walls), statistics.median(cpus), []), services
 
 
 def main() -> int:
@@ -132,16 +195,27 @@ def main() -> int:
             row(label, t, f"<= {RATIO_TARGET:g}x", t.wall / click.wall <= RATIO_TARGET)
 
         plan = timed([llmkit, "plan", args.stack, "--json", str(graph)], env, args.runs)
-        planned = [float(m.group(1)) for out in plan.outputs if (m := PLANNED.search(out))]
-        if len(planned) != len(plan.outputs):
-            sys.exit(f"llmkit plan {args.stack} printed no 'planned in' figure")
+        found = [m for out in plan.outputs if (m := PLANNED.search(out))]
+        if len(found) != len(plan.outputs):
+            sys.exit(f"llmkit plan {args.stack} printed no 'planned in ... (... s CPU)' figure")
         row(f"llmkit plan {args.stack}", plan)
-        planning = statistics.median(planned)
-        met = planning < PLAN_TARGET_S
-        print(f"{'  of which planning':<36} {planning:7.3f}s {'':>7} {'':>8}  ", end="")
-        print(f"< {PLAN_TARGET_S:g} s: {'met' if met else 'MISSED'}")
+        planning = statistics.median(float(m.group(1)) for m in found)
+        planning_cpu = statistics.median(float(m.group(2)) for m in found)
+        met = planning_cpu < PLAN_TARGET_S
+        print(f"{'  of which planning':<36} {planning:7.3f}s {'':>7} {planning_cpu:7.3f}s  ", end="")
+        print(f"< {PLAN_TARGET_S:g} s CPU: {'met' if met else 'MISSED'}")
         if not met:
             missed.append(f"llmkit plan {args.stack} (planning)")
+        imports, services = import_share(python, env, args.stack, args.runs)
+        print(
+            f"{'    importing pulumi, pulumi-aws':<36} {imports.wall:7.3f}s {'':>7} {imports.cpu:7.3f}s  ",
+            end="",
+        )
+        print(f"(the SDK and {len(services)} services: {', '.join(s.rpartition('.')[2] for s in services)})")
+        print(
+            f"{'    running the program':<36} {planning - imports.wall:7.3f}s {'':>7} "
+            f"{planning_cpu - imports.cpu:7.3f}s  (the rest)"
+        )
 
         check = timed([llmkit, "policy", "check", str(graph)], env, args.runs)
         row(

@@ -263,8 +263,9 @@ class Plan:
     placements: list[Placement]
     resources: list[PlannedResource]
     outputs: dict[str, Any]
-    seconds: float
+    seconds: float  # wall time of running the program (imports of pulumi and pulumi-aws included)
     warnings: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # CPU time of the same (all threads): what a busy machine moves least
 
     def component_of(
         self, resource: PlannedResource, by_urn: Mapping[str, PlannedResource] | None = None
@@ -426,7 +427,7 @@ def run_plan(stack: str, project_dir: Path | None = None, on_register: OnRegiste
     placements = place_models(cfg, source=str(stack_file))
     program = project_dir / "__main__.py"
     project = _project_name(project_dir)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     config, secret_keys = _runtime_config(stack_file)
     resources, outputs = record(
         lambda: runpy.run_path(str(program), run_name="__main__"),
@@ -445,6 +446,7 @@ def run_plan(stack: str, project_dir: Path | None = None, on_register: OnRegiste
         resources=resources,
         outputs=outputs,
         seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - started_cpu,
     )
 
 
@@ -462,4 +464,5 @@ def summarise(plan: Plan) -> Mapping[str, Any]:
         "sizing": [p.summary() for p in plan.placements],
         "outputs": plan.outputs,
         "seconds": round(plan.seconds, 2),
+        "cpu_seconds": round(plan.cpu_seconds, 2),
     }

@@ -145,7 +145,7 @@ def plan(
 
     if json_path is not None:
         console.print(f"graph: {len(result.resources)} resources written to {json_path}")
-    console.print(f"planned in {summary['seconds']} s")
+    console.print(f"planned in {summary['seconds']} s ({summary['cpu_seconds']} s CPU)")
     print_report(console, report)
     sys.exit(exit_code(report))
 
