@@ -322,6 +322,13 @@ def host_data(
             "queued_requests": metrics.QUEUED_REQUESTS if runtime in metrics.RUNTIMES_WITH_QUEUE else None,
         },
         "lifecycle": {"auto_scaling_group": group, "hook": LIFECYCLE_HOOK},
+        # The hosts' own egress allow-list (playbooks/deploys/firewall.py) is off on AWS, said in
+        # the ruleset: the model tier's egress gate here is its security group (443 to the VPC
+        # endpoints and the S3 gateway endpoint's prefix list, nothing else) and its route tables
+        # (no internet route). An allow-list on the host would need the region's S3 prefix list
+        # entries, which an offline plan cannot know; without them the models deploy could not
+        # read the model store.
+        "egress_allow_any": True,
     }
 
 

@@ -51,6 +51,7 @@ from llmkit.config import DLAMI_SSM_PARAMETER, StackConfig, from_mapping, load_s
 from llmkit.placement import MAX_FALLBACKS, Placement, place_models
 from llmkit.plan import MOCK_ACCOUNT_ID, PlannedResource
 from llmkit.sizing import GIB
+from playbooks.deploys import firewall as fw
 
 if TYPE_CHECKING:
     from tests.conftest import Recorded
@@ -1167,3 +1168,13 @@ def test_the_deploys_accept_the_host_data_and_read_the_bundle_and_store_where_th
     assert "readonly OPT_DIR=$ROOT/opt/llmkit\n" in script
     assert "readonly BUNDLE_DIR=$OPT_DIR/bootstrap\n" in script
     assert HOST_BUNDLE_DIR == "/opt/llmkit/bootstrap"
+
+
+def test_aws_hosts_leave_egress_to_the_security_group_and_say_so_in_their_ruleset() -> None:
+    # An allow-list on the host would need the region's S3 prefix list, which the plan cannot know:
+    # the models deploy could not read the model store. The security group is the gate on AWS.
+    data = prod_host_data()
+    assert data["egress_allow_any"] is True
+    context = fw.egress_context(["gpu"], data, None)
+    assert context["egress_filter"] is False
+    assert context["egress_note"] == "egress is open: egress_allow_any is true (an explicit choice)"
