@@ -17,10 +17,11 @@ So each verdict is on CPU time (the CPU ratio, the planning's CPU seconds); wall
   running the Pulumi program on the mock runtime, importing pulumi and pulumi-aws included
   (its wall time was seen to move from 2.6 to 5.7 s with the load while its CPU time stayed
   at 2.6 to 2.8 s, so the verdict is on the CPU time). The script also prints how
-  that figure splits: it finds which pulumi-aws service packages a plan of the stack loads,
-  times a process that imports only those (and the Pulumi SDK), after what `llmkit plan`
-  imports before it starts the clock, and with the garbage collector paused as the plan
-  pauses it; the rest is running the program.
+  that figure splits: it finds the modules a plan of the stack imports once its clock runs
+  (the Pulumi SDK, the pulumi-aws service packages the program uses, what they import; not
+  llmkit's own), and times a process that imports only those, after what `llmkit plan`
+  imports before it starts the clock, with the garbage collector paused as the plan pauses
+  it. The rest is running the program (llmkit's components included).
 
 Python compiles every module it imports from source when it has no bytecode for it: when
 PYTHONDONTWRITEBYTECODE is set and the venv was installed without compiling (uv's default),
@@ -55,28 +56,39 @@ POLICY_CHECK_TARGET_S = 1.0
 PLAN_TARGET_S = 3.0
 PLANNED = re.compile(r"planned in ([0-9.]+) s \(([0-9.]+) s CPU\)")
 
-# Which pulumi-aws service packages a plan of the stack loads (pulumi-aws registers all ~300 of
-# them lazily; a loaded one is a plain module again).
-LOADED_SERVICES = """
+# The modules that a plan of the stack imports once its clock runs, in the order they were
+# loaded, less llmkit's own (llmkit, components, the program): the Pulumi SDK, pulumi-aws and
+# what they import. pulumi-aws registers its ~300 service packages lazily; a loaded one is a
+# plain module again.
+PLAN_IMPORTS = """
 import json, sys, types
-from llmkit.plan import run_plan
+import llmkit.commands.plan, llmkit.config, llmkit.plan
+from llmkit.config import load_stack
+from llmkit.plan import find_project_dir, run_plan
+load_stack(sys.argv[1], find_project_dir())
+before = set(sys.modules)
 run_plan(sys.argv[1])
-print(json.dumps(sorted(
-    name for name, module in sys.modules.items()
-    if name.startswith("pulumi_aws.") and name.count(".") == 1 and type(module) is types.ModuleType
-    and hasattr(module, "__path__")
-)))
+loaded = {
+    name: module for name, module in sys.modules.items()
+    if name not in before and type(module) is types.ModuleType and not name.startswith("__")
+    and name.partition(".")[0] not in ("llmkit", "components")
+}
+services = [
+    name for name, module in loaded.items()
+    if name.startswith("pulumi_aws.") and name.count(".") == 1 and hasattr(module, "__path__")
+]
+print(json.dumps({"modules": list(loaded), "services": sorted(services)}))
 """
 
-# Import what `llmkit plan` imports once its clock runs (the Pulumi SDK, pulumi-aws and the given
-# service modules), after what it imports before; print the wall and CPU seconds it took.
+# Import those modules, after what `llmkit plan` imports before it starts its clock; print the
+# wall and CPU seconds they took.
 IMPORTS_ONLY = """
 import gc, importlib, sys, time
 import llmkit.commands.plan, llmkit.config, llmkit.plan
+names = sys.stdin.read().split()
 gc.disable()  # as llmkit.plan.record does
 wall, cpu = time.perf_counter(), time.process_time()
-import google.protobuf.json_format, pulumi, pulumi.runtime.mocks, pulumi.runtime.stack, pulumi_aws
-for name in sys.argv[1:]:
+for name in names:
     getattr(importlib.import_module(name), "__all__", None)  # a lazy module loads on first use
 print(time.perf_counter() - wall, time.process_time() - cpu)
 """
@@ -127,19 +139,28 @@ def bytecode_state(env: dict[str, str]) -> str:
     return "written on first import (the usual case)"
 
 
-def import_share(python: str, env: dict[str, str], stack: str, runs: int) -> tuple[Timing, list[str]]:
-    """How long the imports inside a plan of ``stack`` take: medians of ``runs`` processes."""
+def import_share(
+    python: str, env: dict[str, str], stack: str, runs: int
+) -> tuple[Timing, list[str], list[str]]:
+    """How long the imports inside a plan of ``stack`` take (medians of ``runs`` processes), the
+    modules imported and pulumi-aws's service packages among them."""
     done = subprocess.run(
-        [python, "-c", LOADED_SERVICES, stack], env=env, cwd=ROOT, capture_output=True, text=True
+        [python, "-c", PLAN_IMPORTS, stack], env=env, cwd=ROOT, capture_output=True, text=True
     )
     if done.returncode != 0:
-        sys.exit(f"finding the service modules a plan of {stack} loads failed:\n{done.stderr}")
-    services = json.loads(done.stdout.strip().splitlines()[-1])
+        sys.exit(f"finding the modules a plan of {stack} imports failed:\n{done.stderr}")
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    modules: list[str] = found["modules"]
     walls: list[float] = []
     cpus: list[float] = []
     for i in range(runs + 1):
         done = subprocess.run(
-            [python, "-c", IMPORTS_ONLY, *services], env=env, cwd=ROOT, capture_output=True, text=True
+            [python, "-c", IMPORTS_ONLY],
+            input="\n".join(modules),
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
             sys.exit(f"importing pulumi and pulumi-aws failed:\n{done.stderr}")
@@ -147,7 +168,7 @@ def import_share(python: str, env: dict[str, str], stack: str, runs: int) -> tup
             wall, cpu = (float(x) for x in done.stdout.split())
             walls.append(wall)
             cpus.append(cpu)
-    return Timing(statistics.median(walls), statistics.median(cpus), []), services
+    return Timing(statistics.median(walls), statistics.median(cpus), []), modules, found["services"]
 
 
 def main() -> int:
@@ -209,10 +230,10 @@ def main() -> int:
         print(f"< {PLAN_TARGET_S:g} s CPU: {'met' if met else 'MISSED'}")
         if not met:
             missed.append(f"llmkit plan {args.stack} (planning)")
-        imports, services = import_share(python, env, args.stack, args.runs)
+        imports, modules, services = import_share(python, env, args.stack, args.runs)
         label = "    importing pulumi, pulumi-aws"
         print(f"{label:<36} {imports.wall:7.3f}s {'':>7} {imports.cpu:7.3f}s {'':>7}  ", end="")
-        print(f"(the SDK and {len(services)} services: {', '.join(s.rpartition('.')[2] for s in services)})")
+        print(f"({len(modules)} modules; pulumi-aws's {', '.join(s.rpartition('.')[2] for s in services)})")
         print(
             f"{'    running the program':<36} {planning - imports.wall:7.3f}s {'':>7} "
             f"{planning_cpu - imports.cpu:7.3f}s {'':>7}  (the rest)"
