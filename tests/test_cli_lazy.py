@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 import llmkit.commands
 from llmkit.cli import COMMANDS, load_command, main
+from llmkit.commands import UserErrorCommand
+from llmkit.errors import LlmkitError
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the help and a policy check must not import: each takes a tenth of a second or (pulumi-aws)
@@ -116,3 +118,15 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("llmkit, version ")
+
+
+def test_an_error_line_cannot_drive_the_terminal() -> None:
+    @click.command(cls=UserErrorCommand)
+    def hostile() -> None:
+        raise LlmkitError("bad name 'x\x1b]52;c;cHduZWQ=\x07y'\n  - second line \x9b2J")
+
+    result = CliRunner().invoke(hostile, [])
+    assert result.exit_code == 2
+    assert "\x1b" not in result.output and "\x07" not in result.output and "\x9b" not in result.output
+    assert result.output.splitlines()[0].startswith("error: bad name 'x\\x1b]52;c;")
+    assert result.output.splitlines()[1] == "  - second line \\x9b2J"

@@ -51,7 +51,11 @@ def _one_line(invoke: Callable[[], Any]) -> Any:
     try:
         return invoke()
     except LlmkitError as exc:
-        click.echo(f"error: {exc}", err=True)
+        from llmkit.untrusted import printable
+
+        # A message may quote what a server, a file or a user sent: it cannot drive the terminal.
+        text = "\n".join(printable(line) for line in str(exc).split("\n"))
+        click.echo(f"error: {text}", err=True)
         sys.exit(exc.exit_code)
 
 
