@@ -48,7 +48,6 @@ from llmkit.files import (
     regular_inside,
     remove_empty_dirs_inside,
     remove_inside,
-    require_plain_tree,
 )
 from llmkit.mirror import wheels
 from llmkit.mirror.auth import redact_url
@@ -58,6 +57,7 @@ from llmkit.mirror.manifest import (
     FileEntry,
     Manifest,
     MirrorError,
+    check_staging_target,
     is_sha256,
     sha256_file,
 )
@@ -194,23 +194,7 @@ def source_files(root: Path) -> Iterator[tuple[str, Path]]:
 def _check_target_dir(directory: Path) -> None:
     """``--to`` must be new, empty, a bundle, or a bundle whose last run was interrupted; and
     hold no symbolic link or special file (refused, named)."""
-    if not directory.exists():
-        return
-    if not directory.is_dir():
-        raise MirrorError(f"--to {directory}: not a directory")
-    has_manifest = regular_inside(directory, MANIFEST_NAME) is not None
-    has_mark = regular_inside(directory, STAGING_MARK) is not None
-    require_plain_tree(directory)
-    if has_manifest:
-        if Manifest.read(directory).kind != "bundle":
-            raise MirrorError(f"--to {directory}: holds a model, not a bundle; give another directory")
-        return
-    if has_mark or not any(directory.iterdir()):
-        return
-    raise MirrorError(
-        f"--to {directory}: not empty and not a bundle; refusing to write into it (give an empty or new "
-        "directory)"
-    )
+    check_staging_target(directory, "bundle", STAGING_MARK, "a bundle")
 
 
 def _copy(

@@ -32,6 +32,8 @@ from llmkit.files import (
     hash_inside,
     iter_files_inside,
     read_inside,
+    regular_inside,
+    require_plain_tree,
 )
 from llmkit.files import atomic_write as atomic_write  # re-exported for the mirror's modules
 from llmkit.files import sha256_file as sha256_file
@@ -212,6 +214,29 @@ class Manifest:
 class Finding:
     path: str
     problem: str
+
+
+def check_staging_target(directory: Path, kind: str, mark: str, what: str) -> None:
+    """``--to`` of a pull or a bundle: new, empty, one of ``kind`` (its manifest says so), or one
+    whose last run was interrupted (``mark`` is there); and no link or special file in it."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise MirrorError(f"--to {directory}: not a directory")
+    has_manifest = regular_inside(directory, MANIFEST_NAME) is not None
+    has_mark = regular_inside(directory, mark) is not None
+    require_plain_tree(directory)
+    if has_manifest:
+        found = Manifest.read(directory).kind
+        if found != kind:
+            raise MirrorError(f"--to {directory}: holds a {found}, not a {kind}; give another directory")
+        return
+    if has_mark or not any(directory.iterdir()):
+        return
+    raise MirrorError(
+        f"--to {directory}: not empty and not {what} (no {MANIFEST_NAME}, no {mark}); refusing to "
+        "write into it (give an empty or new directory)"
+    )
 
 
 def verify_dir(directory: Path, manifest: Manifest | None = None, strict: bool = False) -> list[Finding]:

@@ -17,14 +17,19 @@ from pathlib import Path
 from llmkit.files import (
     atomic_write_inside,
     copy_inside,
-    regular_inside,
     remove_inside,
-    require_plain_tree,
 )
 from llmkit.mirror import sources
 from llmkit.mirror.auth import RegistryAuth, redact_url
 from llmkit.mirror.download import Blob, Options, Stats, fetch_all, preflight
-from llmkit.mirror.manifest import MANIFEST_NAME, FileEntry, Manifest, MirrorError, check_relpath
+from llmkit.mirror.manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    MirrorError,
+    check_relpath,
+    check_staging_target,
+)
 
 # Marks a directory as a pull in progress (an interrupted pull has no manifest yet).
 PULL_MARK = ".llmkit-pull"
@@ -39,24 +44,7 @@ class PullResult:
 
 def check_target(directory: Path) -> None:
     """``--to`` must be new, empty, a pulled model, or a pull that was interrupted; no links in it."""
-    if not directory.exists():
-        return
-    if not directory.is_dir():
-        raise MirrorError(f"--to {directory}: not a directory")
-    has_manifest = regular_inside(directory, MANIFEST_NAME) is not None
-    has_mark = regular_inside(directory, PULL_MARK) is not None
-    require_plain_tree(directory)
-    if has_manifest:
-        kind = Manifest.read(directory).kind
-        if kind != "model":
-            raise MirrorError(f"--to {directory}: holds a {kind}, not a model; give another directory")
-        return
-    if has_mark or not any(directory.iterdir()):
-        return
-    raise MirrorError(
-        f"--to {directory}: not empty and not a pulled model (no {MANIFEST_NAME}, no {PULL_MARK}); "
-        "refusing to write into it (give an empty or new directory)"
-    )
+    check_staging_target(directory, "model", PULL_MARK, "a pulled model")
 
 
 def _start(directory: Path) -> None:
