@@ -18,11 +18,20 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import FrozenInstanceError
 from functools import cache
-from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import yaml
 
 from llmkit.errors import ConfigError, quoted
+
+if TYPE_CHECKING:
+    from typing import dataclass_transform
+else:
+    # The hosts' Python 3.10 (Ubuntu 22.04) has no typing.dataclass_transform, which only
+    # informs type checkers: there it is a no-op.
+    def dataclass_transform(**_: Any) -> Any:
+        return lambda cls: cls
+
 
 #: The runtime a model is served with when config or the command line names none.
 DEFAULT_RUNTIME = "ollama"
