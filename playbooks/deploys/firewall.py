@@ -60,18 +60,20 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from llmkit.errors import ConfigError
-from playbooks.deploys.gateway import gateway_port
 from playbooks.deploys.sandbox import EGRESS_ACCEPTED, Destination, Network, egress_allow
 from playbooks.render import render
+from playbooks.topology import (
+    GATEWAY_GROUP,
+    GPU_GROUP,
+    HTTPS_PORT,
+    MODEL_GROUP_PREFIX,
+    PROXY_GROUP,
+    gateway_port,
+)
 
 NFTABLES_CONF = "/etc/nftables.conf"
 SSH_PORT = 22
-HTTPS_PORT = 443
-PROXY_GROUP = "proxy"
-GPU_GROUP = "gpu"
-MODEL_GROUP_PREFIX = "model_"
 MONITORING_GROUP = "monitoring"
-GATEWAY_GROUP = "gateway"
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from llmkit.artifacts import is_sha256
 from llmkit.catalog import load_catalog
-from llmkit.config import Gateway, from_mapping
+from llmkit.config import Gateway
 from llmkit.errors import ConfigError, ConfigErrors
 from llmkit.gateway import (
     DATABASE_URL_ENV,
@@ -92,23 +92,29 @@ from llmkit.gateway import (
     render_config,
 )
 from llmkit.pki import sans_of
-from playbooks.deploys.reverse_proxy import (
-    GATEWAY_TLS_NAME,
-    PROXY_GROUP,
-    TlsMaterial,
-    model_host_address,
-    model_hosts,
-    socket_address,
-    tls_material,
-)
 from playbooks.deploys.sandbox import egress_allow, ip_allow
 from playbooks.facts.gateway import EnvFileKeys, LocalPostgres, PostgresState
 from playbooks.facts.tls import DefaultRouteSource
 from playbooks.operations.download import DOWNLOAD_DIR, verified_download
 from playbooks.operations.secret import secret_file
 from playbooks.render import render
+from playbooks.tls_material import TlsMaterial, tls_material
+from playbooks.topology import (
+    GATEWAY_TLS_NAME,
+    PROXY_GROUP,
+    gateway_config,
+    gateway_port,
+    model_host_address,
+    model_hosts,
+    socket_address,
+)
 
-GATEWAY_GROUP = "gateway"
+# What the proxies need of the gateways lives in playbooks.topology; named here too for readers
+# of this deploy (the proxy's deploy imports it from there, never from here).
+from playbooks.topology import admin_cidrs as admin_cidrs
+from playbooks.topology import gateway_members as gateway_members
+from playbooks.topology import gateway_upstream as gateway_upstream
+
 GATEWAY_USER = "llmkit-gateway"
 GATEWAY_HOME = "/var/lib/llmkit-gateway"
 NOLOGIN = "/usr/sbin/nologin"
@@ -224,42 +230,6 @@ class GatewaySettings:
     @property
     def local_database(self) -> bool:
         return self.database_url is None
-
-
-def gateway_config(value: Any, source: str = "host data") -> Gateway:
-    """The ``gateway`` host data as a validated ``llmkit.config.Gateway``; errors name the key."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            "gateway",
-            value,
-            "a mapping with the keys of the stack's llmkit:gateway section: "
-            + ", ".join(Gateway.model_fields),
-            "required on gateway hosts" if value is None else "not a mapping",
-            source=source,
-        )
-    try:
-        # The stack schema validates the section exactly as a stack's llmkit:gateway; only its
-        # problems matter here (the stack's own required keys are absent on purpose).
-        from_mapping({"llmkit:gateway": dict(value)}, source=source)
-    except ConfigErrors as exc:
-        mine = [
-            ConfigError(e.key.removeprefix("llmkit:"), e.value, e.accepted, e.problem, source=source)
-            for e in exc.errors
-            if e.key == "llmkit:gateway" or e.key.startswith(("llmkit:gateway.", "llmkit:gateway["))
-        ]
-        if mine:
-            raise ConfigErrors(mine, source=source) from None
-    return Gateway.model_validate(dict(value))
-
-
-def gateway_port(data: Mapping[str, Any]) -> int:
-    """``gateway_port``, or the pinned LiteLLM release's port (llmkit/data/gateway.yaml)."""
-    value = data.get("gateway_port")
-    if value is None:
-        return litellm_release().port
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError("gateway_port", value, "a TCP port 1-65535", "invalid port")
-    return value
 
 
 def prisma_bundle(value: Any) -> PrismaBundle:
@@ -541,41 +511,6 @@ def listen_address(name: str, data: Mapping[str, Any], route_source: str | None)
 
 def needs_route_fact(name: str, data: Mapping[str, Any]) -> bool:
     return not data.get("gateway_bind_address") and not _is_ip(str(data.get("ssh_hostname") or name))
-
-
-# --- what the proxies need ------------------------------------------------------------------------
-
-
-def gateway_members() -> list[tuple[str, dict[str, Any]]]:
-    """(name, data) of every host in the ``gateway`` group, in inventory order."""
-    return [(member.name, member.data.dict()) for member in host.inventory.get_group(GATEWAY_GROUP, [])]
-
-
-def gateway_upstream(name: str, data: Mapping[str, Any]) -> str:
-    """Where a proxy reaches a gateway: ``gateway_bind_address``, else ``ssh_hostname``, else its name."""
-    address = str(data.get("gateway_bind_address") or data.get("ssh_hostname") or name)
-    if address.startswith("@") or not re.match(r"^[A-Za-z0-9.:_-]+$", address):
-        raise ValueError(
-            f"gateway host {name}: cannot tell its address ({address!r}); "
-            "set gateway_bind_address in its host data"
-        )
-    return socket_address(address, gateway_port(data))
-
-
-def admin_cidrs(members: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
-    """``gateway.admin_cidrs`` of the gateway hosts (they must agree): who may use the management API."""
-    found: dict[tuple[str, ...], str] = {}
-    for name, data in members:
-        config = gateway_config(data.get("gateway"), f"host data of {name}")
-        found.setdefault(tuple(str(c) for c in config.admin_cidrs), name)
-    if len(found) > 1:
-        raise ConfigError(
-            "gateway.admin_cidrs",
-            [list(k) for k in found],
-            "the same list on every gateway host (put gateway in the gateway group's data)",
-            f"the gateway hosts disagree ({', '.join(found.values())})",
-        )
-    return list(next(iter(found))) if found else []
 
 
 # --- commands -------------------------------------------------------------------------------------

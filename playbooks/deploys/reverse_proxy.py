@@ -62,7 +62,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -77,6 +76,21 @@ from pyinfra.operations import apt, files, server, systemd
 from llmkit.catalog import load_catalog
 from llmkit.gateway import MANAGEMENT_PATH_PREFIXES
 from playbooks.render import render
+from playbooks.tls_material import TlsMaterial, client_ca_pem, tls_material
+from playbooks.topology import (
+    GATEWAY_GROUP,
+    GATEWAY_TLS_NAME,
+    HTTPS_PORT,
+    PROXY_GROUP,
+    UPSTREAM_TLS_NAME,
+    admin_cidrs,
+    gateway_members,
+    gateway_upstream,
+    is_model_host,
+    model_host_address,
+    model_hosts,
+    socket_address,
+)
 
 from ..facts.tls import DefaultRouteSource
 
@@ -102,16 +116,6 @@ STATE_DIR = "/var/lib/nginx"
 LOGROTATE_CONF = "/etc/logrotate.d/llmkit-nginx"
 #: The distro's default site (port 80, a symlink into sites-available): removed on proxy and model hosts.
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
-#: The name the proxy verifies on every model host's certificate (a DNS SAN they all carry).
-UPSTREAM_TLS_NAME = "model.llmkit.internal"
-#: The name the proxy verifies on every gateway's certificate (with gateways in the inventory).
-GATEWAY_TLS_NAME = "gateway.llmkit.internal"
-#: Inventory groups whose hosts serve models (AWS model hosts are in ``model_<slug>``).
-GPU_GROUP = "gpu"
-MODEL_GROUP_PREFIX = "model_"
-PROXY_GROUP = "proxy"
-GATEWAY_GROUP = "gateway"
-HTTPS_PORT = 443
 #: Ports below this one need CAP_NET_BIND_SERVICE.
 FIRST_UNPRIVILEGED_PORT = 1024
 #: The runtime the model hosts serve (what ``deploys/ollama.py`` installs): its API allow-list
@@ -131,63 +135,6 @@ GENERATION_TIMEOUT = "900s"
 _SIZE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _HEADER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9*_.-]+$")
-
-
-# --- key material ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TlsMaterial:
-    """A host's certificate, key and the internal CA, as PEM text."""
-
-    cert: str
-    key: str
-    ca: str
-
-
-def _pem(text: str, what: str, marker: str = "-----BEGIN ") -> str:
-    if marker not in text:
-        raise ValueError(f"{what} is not PEM text (no '{marker.strip()}' line)")
-    return text if text.endswith("\n") else text + "\n"
-
-
-def tls_material(data: Mapping[str, Any], host_name: str) -> TlsMaterial:
-    """The host's key material: ``pki_dir`` (controller files), else ``tls_cert``/``tls_key``/``tls_ca``."""
-    pki_dir = data.get("pki_dir")
-    if pki_dir:
-        root = Path(str(pki_dir)).expanduser()
-        paths = {"cert": root / f"{host_name}.crt", "key": root / f"{host_name}.key", "ca": root / "ca.crt"}
-        missing = [str(p) for p in paths.values() if not p.is_file()]
-        if missing:
-            raise ValueError(f"pki_dir: missing {', '.join(missing)} (run `llmkit pki` for host {host_name})")
-        texts = {k: p.read_text(encoding="utf-8") for k, p in paths.items()}
-        source = f"pki_dir ({root})"
-    else:
-        texts = {k: data.get(f"tls_{k}") or "" for k in ("cert", "key", "ca")}
-        absent = [f"tls_{k}" for k, v in texts.items() if not v]
-        if absent:
-            raise ValueError(
-                f"host {host_name}: no key material: set pki_dir, "
-                f"or {', '.join(absent)} (PEM text) in host data"
-            )
-        source = "host data"
-    return TlsMaterial(
-        cert=_pem(texts["cert"], f"{source}: certificate of {host_name}", "-----BEGIN CERTIFICATE-----"),
-        key=_pem(texts["key"], f"{source}: key of {host_name}", "PRIVATE KEY-----"),
-        ca=_pem(texts["ca"], f"{source}: CA certificate", "-----BEGIN CERTIFICATE-----"),
-    )
-
-
-def client_ca_pem(value: str | None) -> str | None:
-    """``mtls_client_ca`` as PEM text: given inline, or read from a controller path; None: no mTLS."""
-    if not value:
-        return None
-    if "-----BEGIN" in value:
-        return _pem(value, "mtls_client_ca", "-----BEGIN CERTIFICATE-----")
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ValueError(f"mtls_client_ca: {value} is neither PEM text nor a file on the controller")
-    return _pem(path.read_text(encoding="utf-8"), f"mtls_client_ca ({path})", "-----BEGIN CERTIFICATE-----")
 
 
 # --- settings -------------------------------------------------------------------------------------
@@ -212,27 +159,6 @@ def _body_size(data: Mapping[str, Any]) -> str:
     if not _SIZE.match(value):
         raise ValueError(f"client_max_body_size must be an nginx size like '1m' or '512k', got {value!r}")
     return value
-
-
-def socket_address(address: str, port: int) -> str:
-    """``address:port`` for nginx, with IPv6 addresses in brackets."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return f"{address}:{port}"
-    return f"[{parsed}]:{port}" if parsed.version == 6 else f"{parsed}:{port}"
-
-
-def model_host_address(name: str, data: Mapping[str, Any]) -> str:
-    """The address a model host serves on: ``model_bind_address``, else ``ssh_hostname``, else its name."""
-    address = data.get("model_bind_address") or data.get("ssh_hostname") or name
-    address = str(address)
-    if address.startswith("@") or not re.match(r"^[A-Za-z0-9.:_-]+$", address):
-        raise ValueError(
-            f"model host {name}: cannot tell its address ({address!r}); "
-            "set model_bind_address in its host data"
-        )
-    return address
 
 
 def api_routes(runtime: str) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -477,10 +403,6 @@ def nginx_unit_context(ports: Iterable[int], peers: Iterable[str]) -> dict[str, 
     }
 
 
-def is_model_host(groups: Iterable[str]) -> bool:
-    return any(g == GPU_GROUP or g.startswith(MODEL_GROUP_PREFIX) for g in groups)
-
-
 def _members(group: str) -> list[tuple[str, dict[str, Any]]]:
     return [(member.name, member.data.dict()) for member in host.inventory.get_group(group, [])]
 
@@ -494,15 +416,6 @@ def _host_of(socket: str) -> str:
     """The address part of ``address:port`` (``[v6]:port``)."""
     address = socket.rsplit(":", 1)[0]
     return address[1:-1] if address.startswith("[") else address
-
-
-def model_hosts() -> list[tuple[str, dict[str, Any]]]:
-    """(name, data) of every host in the gpu group or a ``model_<slug>`` group, in inventory order."""
-    seen: dict[str, dict[str, Any]] = {}
-    for group in [GPU_GROUP, *sorted(g for g in host.inventory.groups if g.startswith(MODEL_GROUP_PREFIX))]:
-        for member in host.inventory.get_group(group, []):
-            seen.setdefault(member.name, member.data.dict())
-    return list(seen.items())
 
 
 # --- operations -----------------------------------------------------------------------------------
@@ -622,14 +535,12 @@ def _model_addresses() -> list[str]:
 
 def _gateway_pool() -> dict[str, Any]:
     """``gateways`` and ``admin_cidrs`` for :func:`proxy_context` when the inventory has gateway hosts."""
-    from playbooks.deploys import gateway  # imports this module: import it only when needed
-
-    members = gateway.gateway_members()
+    members = gateway_members()
     if not members:
         return {}
     return {
-        "gateways": [gateway.gateway_upstream(name, hdata) for name, hdata in members],
-        "admin_cidrs": gateway.admin_cidrs(members),
+        "gateways": [gateway_upstream(name, hdata) for name, hdata in members],
+        "admin_cidrs": admin_cidrs(members),
     }
 
 
