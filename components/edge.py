@@ -52,7 +52,7 @@ import pulumi_aws as aws
 
 from components.base import Component
 from llmkit.catalog import load_catalog
-from llmkit.config import DEFAULT_APP_PORT
+from llmkit.config import DEFAULT_APP_PORT, WAF_EVALUATION_WINDOWS, WAF_RATE_LIMIT_RANGE
 
 if TYPE_CHECKING:
     from llmkit.config import StackConfig
@@ -66,9 +66,6 @@ IDLE_TIMEOUT_SECONDS = 300
 # Time for in-flight requests (a streamed answer can take minutes) to finish before a
 # target that is being removed stops getting traffic.
 DEREGISTRATION_DELAY_SECONDS = 120
-# AWS WAF's bounds for a rate-based rule.
-WAF_RATE_LIMIT_RANGE = (10, 2_000_000_000)
-WAF_EVALUATION_WINDOWS = (60, 120, 300, 600)
 # AWS managed rule groups, in evaluation order after the rate limit.
 MANAGED_RULE_GROUPS = (
     "AWSManagedRulesAmazonIpReputationList",

@@ -121,7 +121,17 @@ from components.base import Component
 from components.edge import DEREGISTRATION_DELAY_SECONDS, IDLE_TIMEOUT_SECONDS, TLS_POLICY
 from components.model_store import BOOTSTRAP_PREFIX, MODELS_PREFIX
 from llmkit.catalog import load_catalog
-from llmkit.config import DLAMI_SSM_PARAMETER
+from llmkit.config import (
+    AMI_ID,
+    DLAMI_SSM_PARAMETER,
+    GPU_TARGET_UTILIZATION_PERCENT,
+    MIN_HEALTHY_PERCENT,
+    MODEL_LOAD_TIMEOUT_SECONDS,
+    QUEUE_TARGET_PER_INSTANCE,
+    ROOT_VOLUME_GIB,
+    SSM_PARAMETER,
+    WARM_POOL_MIN_SIZE,
+)
 from llmkit.sizing import GIB
 from llmkit.store_layout import MANIFEST_NAME, model_slug
 
@@ -169,8 +179,6 @@ USER_DATA_TEMPLATE = Path(__file__).with_name("templates") / "model_host_user_da
 USER_DATA_LIMIT_BYTES = 16 * 1024  # EC2's limit on user data before base64
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_AMI_ID = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
-_SSM_PARAMETER = re.compile(r"(/[A-Za-z0-9_.\-]+)+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _LOG_GROUP_NAME = re.compile(r"[A-Za-z0-9_./#-]{1,512}")
 _KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]+")
@@ -624,9 +632,9 @@ class GpuFleetArgs:
                 raise ValueError(f"{placement.spec.name}: the placement's choice is not a sizing choice")
         if isinstance(self.subnet_ids, Sequence) and len(self.subnet_ids) < 2:
             raise ValueError("an application load balancer needs subnet_ids in at least two AZs")
-        if self.ami_id is not None and not _AMI_ID.fullmatch(self.ami_id):
+        if self.ami_id is not None and not AMI_ID.fullmatch(self.ami_id):
             raise ValueError(f"ami_id {self.ami_id!r} is not an AMI id (ami-<8 or 17 hex>)")
-        if self.ami_id is None and not _SSM_PARAMETER.fullmatch(self.ami_ssm_parameter):
+        if self.ami_id is None and not SSM_PARAMETER.fullmatch(self.ami_ssm_parameter):
             raise ValueError(f"ami_ssm_parameter {self.ami_ssm_parameter!r} is not an SSM parameter path")
         if not self.log_group_names:
             raise ValueError("log_group_names is empty: the hosts need a log group to write to")
@@ -667,12 +675,16 @@ class GpuFleetArgs:
                 "loaded model in GPU memory does not survive it; use Stopped"
             )
         checks = [
-            ("model_load_timeout_seconds", self.model_load_timeout_seconds, 30, 7200),
-            ("min_healthy_percent", self.min_healthy_percent, 0, 100),
-            ("gpu_target_utilization_percent", self.gpu_target_utilization_percent, 1, 100),
-            ("queue_target_per_instance", self.queue_target_per_instance, 1, 1_000_000),
-            ("warm_pool_min_size", self.warm_pool_min_size, 0, 1000),
-            ("root_volume_gib", self.root_volume_gib, 8, 16384),
+            ("model_load_timeout_seconds", self.model_load_timeout_seconds, *MODEL_LOAD_TIMEOUT_SECONDS),
+            ("min_healthy_percent", self.min_healthy_percent, *MIN_HEALTHY_PERCENT),
+            (
+                "gpu_target_utilization_percent",
+                self.gpu_target_utilization_percent,
+                *GPU_TARGET_UTILIZATION_PERCENT,
+            ),
+            ("queue_target_per_instance", self.queue_target_per_instance, *QUEUE_TARGET_PER_INSTANCE),
+            ("warm_pool_min_size", self.warm_pool_min_size, *WARM_POOL_MIN_SIZE),
+            ("root_volume_gib", self.root_volume_gib, *ROOT_VOLUME_GIB),
         ]
         for key, value, low, high in checks:
             if not low <= value <= high:

@@ -443,12 +443,24 @@ def _check_ca_bundle(value: str, project_dir: Path) -> None:
             )
 
 
+# AWS WAF's bounds for a rate-based rule (components/edge.py checks its Args against these too).
+WAF_RATE_LIMIT_RANGE = (10, 2_000_000_000)
+WafEvaluationWindow = Literal[60, 120, 300, 600]
+WAF_EVALUATION_WINDOWS: tuple[int, ...] = get_args(WafEvaluationWindow)
+
+
 class RateLimits(_Section):
     requests_per_window: int = Field(
-        1000, ge=10, le=2_000_000_000, description="an integer 10..2000000000 (AWS WAF limits), per client IP"
+        1000,
+        ge=WAF_RATE_LIMIT_RANGE[0],
+        le=WAF_RATE_LIMIT_RANGE[1],
+        description="an integer {}..{} (AWS WAF limits), per client IP".format(*WAF_RATE_LIMIT_RANGE),
     )
-    window_seconds: Literal[60, 120, 300, 600] = Field(
-        300, description="one of: 60, 120, 300, 600 (AWS WAF evaluation windows)"
+    window_seconds: WafEvaluationWindow = Field(
+        300,
+        description="one of: {} (AWS WAF evaluation windows)".format(
+            ", ".join(map(str, WAF_EVALUATION_WINDOWS))
+        ),
     )
 
 
@@ -504,13 +516,27 @@ class Kms(_Section):
 DLAMI_SSM_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 )
-_AMI_ID = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
-_SSM_PARAMETER = re.compile(r"(/[A-Za-z0-9_.\-]+)+")
+AMI_ID = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
+SSM_PARAMETER = re.compile(r"(/[A-Za-z0-9_.\-]+)+")
+
+# The bounds of the fleet's numbers: the schema below and GpuFleetArgs (components/fleet.py) both
+# check these, so a value the config accepts is one the component accepts, and no other.
+ROOT_VOLUME_GIB = (75, 16384)
+GPU_TARGET_UTILIZATION_PERCENT = (10, 95)
+QUEUE_TARGET_PER_INSTANCE = (1, 1000)
+WARM_POOL_MIN_SIZE = (0, 100)
+MODEL_LOAD_TIMEOUT_SECONDS = (30, 7200)
+MIN_HEALTHY_PERCENT = (0, 100)
 
 
 class WarmPool(_Section):
     min_size: int = Field(
-        1, ge=0, le=100, description="an integer 0..100: stopped, pre-initialised instances kept ready"
+        1,
+        ge=WARM_POOL_MIN_SIZE[0],
+        le=WARM_POOL_MIN_SIZE[1],
+        description="an integer {}..{}: stopped, pre-initialised instances kept ready".format(
+            *WARM_POOL_MIN_SIZE
+        ),
     )
     # Hibernated is left out: GPU instance types with over 150 GiB of memory cannot hibernate,
     # and a model loaded into GPU memory does not survive it.
@@ -522,10 +548,8 @@ class WarmPool(_Section):
 class Fleet(_Section):
     """How the GPU hosts of every served model are launched and scaled (components/fleet.py)."""
 
-    ami_id: Annotated[str, _check(lambda v: None if _AMI_ID.fullmatch(v) else "not an AMI id")] | None = (
-        Field(
-            None, description="null (the Deep Learning Base GPU AMI from SSM), or an AMI id ami-<8 or 17 hex>"
-        )
+    ami_id: Annotated[str, _check(lambda v: None if AMI_ID.fullmatch(v) else "not an AMI id")] | None = Field(
+        None, description="null (the Deep Learning Base GPU AMI from SSM), or an AMI id ami-<8 or 17 hex>"
     )
     tls_certificate_arn: (
         Annotated[str, _check(lambda v: None if ACM_ARN.fullmatch(v) else "not an ACM certificate ARN")]
@@ -536,26 +560,49 @@ class Fleet(_Section):
         "model load balancer",
     )
     ami_ssm_parameter: Annotated[
-        str, _check(lambda v: None if _SSM_PARAMETER.fullmatch(v) else "not an SSM parameter path")
+        str, _check(lambda v: None if SSM_PARAMETER.fullmatch(v) else "not an SSM parameter path")
     ] = Field(DLAMI_SSM_PARAMETER, description="an SSM parameter path that holds an AMI id")
     root_volume_gib: int = Field(
-        100, ge=75, le=16384, description="an integer 75..16384, at least the AMI's root snapshot"
+        100,
+        ge=ROOT_VOLUME_GIB[0],
+        le=ROOT_VOLUME_GIB[1],
+        description="an integer {}..{}, at least the AMI's root snapshot".format(*ROOT_VOLUME_GIB),
     )
     model_cache_gib: int | None = Field(
         None, ge=1, le=16384, description="null (sized from the model weights), or an integer 1..16384"
     )
     gpu_target_utilization_percent: int = Field(
-        70, ge=10, le=95, description="an integer 10..95: target tracking on the hosts' GPU utilization"
+        70,
+        ge=GPU_TARGET_UTILIZATION_PERCENT[0],
+        le=GPU_TARGET_UTILIZATION_PERCENT[1],
+        description="an integer {}..{}: target tracking on the hosts' GPU utilization".format(
+            *GPU_TARGET_UTILIZATION_PERCENT
+        ),
     )
     queue_target_per_instance: int = Field(
-        4, ge=1, le=1000, description="an integer 1..1000: target of queued requests per host"
+        4,
+        ge=QUEUE_TARGET_PER_INSTANCE[0],
+        le=QUEUE_TARGET_PER_INSTANCE[1],
+        description="an integer {}..{}: target of queued requests per host".format(
+            *QUEUE_TARGET_PER_INSTANCE
+        ),
     )
     warm_pool: WarmPool = Field(default_factory=WarmPool)
     model_load_timeout_seconds: int = Field(
-        1800, ge=30, le=7200, description="an integer 30..7200: how long launch may take to load the model"
+        1800,
+        ge=MODEL_LOAD_TIMEOUT_SECONDS[0],
+        le=MODEL_LOAD_TIMEOUT_SECONDS[1],
+        description="an integer {}..{}: how long launch may take to load the model".format(
+            *MODEL_LOAD_TIMEOUT_SECONDS
+        ),
     )
     min_healthy_percent: int = Field(
-        90, ge=0, le=100, description="an integer 0..100: instance refresh keeps this share in service"
+        90,
+        ge=MIN_HEALTHY_PERCENT[0],
+        le=MIN_HEALTHY_PERCENT[1],
+        description="an integer {}..{}: instance refresh keeps this share in service".format(
+            *MIN_HEALTHY_PERCENT
+        ),
     )
 
 

@@ -822,6 +822,11 @@ def test_bad_arguments_are_refused(run_pulumi: RunPulumi) -> None:
         ({"warm_pool_state": "Hibernated"}, "Hibernated is not supported for GPU hosts"),
         ({"min_healthy_percent": 101}, "min_healthy_percent"),
         ({"placements": []}, "no model to serve"),
+        # The component's bounds are the config schema's (llmkit.config), not looser copies.
+        ({"root_volume_gib": 8}, "root_volume_gib must be 75..16384"),
+        ({"gpu_target_utilization_percent": 100}, "gpu_target_utilization_percent must be 10..95"),
+        ({"queue_target_per_instance": 1001}, "queue_target_per_instance must be 1..1000"),
+        ({"warm_pool_min_size": 101}, "warm_pool_min_size must be 0..100"),
     ]
     for overrides, message in cases:
         with pytest.raises(ValueError, match=message):
