@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llmkit.policy import UNKNOWN, Resource, Rule, Stack, Unknown, load_rules
+from llmkit.policy import UNKNOWN, Resource, Rule, Stack, Unknown
 
 PACK_NAME = "llmkit"
 
@@ -144,11 +144,11 @@ def policy_for(rule: Rule) -> Any:
     return StackValidationPolicy(validate=validate_stack, **common)
 
 
-def policies(rules: Sequence[Rule] | None = None) -> list[Any]:
-    return [policy_for(rule) for rule in (rules if rules is not None else load_rules())]
+def policies(rules: Sequence[Rule]) -> list[Any]:
+    return [policy_for(rule) for rule in rules]
 
 
-def build_pack(rules: Sequence[Rule] | None = None) -> Any:
+def build_pack(rules: Sequence[Rule]) -> Any:
     """Create the PolicyPack (this starts CrossGuard's analyzer server: only __main__ calls it)."""
     from pulumi_policy import PolicyPack
 

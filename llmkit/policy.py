@@ -10,7 +10,8 @@ provider's properties. The same rule objects are
 - evaluated here by :func:`evaluate` over the graph that ``llmkit plan`` records, so a security
   review needs no cloud credentials.
 
-The rules live in ``policies/rules/``, one module per rule, each defining ``RULE``.
+The rules live in ``policies/rules/``, one module per rule, each defining ``RULE``; they import
+this engine, and it never imports them: callers pass the rules in (``policies.rules.load_rules``).
 
 Unknown values (a property computed by the cloud, not known at preview; ``"[unknown]"`` in an
 offline graph) never count as compliant or as a violation: reading one raises :class:`Unknown`,
@@ -24,13 +25,9 @@ reported with no URN, as CrossGuard reports stack-level violations.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from llmkit.errors import ConfigError, LlmkitError
@@ -305,11 +302,11 @@ def _guarded(rule: Rule, urn: str | None, check: Callable[..., Iterable[Any]], *
 
 def evaluate(
     resources: Sequence[Resource],
-    rules: Sequence[Rule] | None = None,
+    rules: Sequence[Rule],
     config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Report:
-    """Run every rule over ``resources``; ``config`` is {rule name: {setting: value}}."""
-    rules = list(rules if rules is not None else load_rules())
+    """Run ``rules`` over ``resources``; ``config`` is {rule name: {setting: value}}."""
+    rules = list(rules)
     config = config or {}
     unknown_rules = sorted(set(config) - {r.name for r in rules} - {"all"})
     if unknown_rules:
@@ -359,35 +356,6 @@ def evaluate(
             for resource, message in found:
                 add(rule, resource, message)
     return Report(violations, skipped, rules)
-
-
-# --- the rules ------------------------------------------------------------------------------
-
-
-def _policies_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "policies"
-
-
-def load_rules() -> list[Rule]:
-    """Every rule in ``policies/rules/``, sorted by name."""
-    root = _policies_dir().parent
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    package = importlib.import_module("policies.rules")
-    rules = []
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"policies.rules.{info.name}")
-        rule = getattr(module, "RULE", None)
-        if not isinstance(rule, Rule):
-            raise TypeError(f"policies/rules/{info.name}.py defines no RULE")
-        if rule.name.replace("-", "_") != info.name:
-            raise ValueError(
-                f"policies/rules/{info.name}.py holds rule {rule.name}: one rule per module, named alike"
-            )
-        rules.append(rule)
-    return sorted(rules, key=lambda r: r.name)
 
 
 # --- the offline graph ----------------------------------------------------------------------

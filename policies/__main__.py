@@ -1,7 +1,7 @@
 """The llmkit CrossGuard policy pack: `pulumi preview --policy-pack policies`.
 
-Only builds the pack: the rules are in policies/rules/ and llmkit.policy, shared with the
-offline evaluation of `llmkit plan`.
+Only builds the pack: the rules are in policies/rules/, the engine in llmkit.policy, both shared
+with the offline evaluation of `llmkit plan`.
 """
 
 import sys
@@ -10,5 +10,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project: llmkit, policies
 
 from llmkit.crossguard import build_pack
+from policies.rules import load_rules
 
-build_pack()
+build_pack(load_rules())

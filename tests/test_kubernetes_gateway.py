@@ -31,7 +31,8 @@ from llmkit.config import Gateway
 from llmkit.errors import ConfigError
 from llmkit.gateway import Backend, litellm_config, litellm_release, render_config
 from llmkit.plan import PlannedResource
-from llmkit.policy import Resource, evaluate, load_rules, resources_from_graph
+from llmkit.policy import Resource, evaluate, resources_from_graph
+from policies.rules import load_rules
 from policies.rules.k8s_networking_networkpolicy_missing_default_deny import RULE as DEFAULT_DENY
 from tests.conftest import ROOT, Recorded
 

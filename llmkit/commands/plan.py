@@ -12,9 +12,15 @@ import click
 from rich.table import Table
 
 from llmkit.commands import exit_without_collecting, make_console
-from llmkit.commands.policy import POLICY_CONFIG_HELP, exit_code, load_policy_config, print_report
+from llmkit.commands.policy import (
+    POLICY_CONFIG_HELP,
+    exit_code,
+    load_policy_config,
+    load_rules,
+    print_report,
+)
 from llmkit.plan import OnRegister, find_project_dir, run_plan, summarise, write_graph
-from llmkit.policy import evaluate, load_rules, resources_from_graph
+from llmkit.policy import evaluate, resources_from_graph
 
 REGION_RULE = "aws-provider-region-enforce-allowlist"
 

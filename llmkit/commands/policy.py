@@ -11,7 +11,7 @@ import click
 
 from llmkit.commands import UserErrorGroup, make_console
 from llmkit.errors import EXIT_FINDINGS, EXIT_OK, ConfigError
-from llmkit.policy import Report, RuleFailed, evaluate, load_rules, resources_from_graph
+from llmkit.policy import Report, Rule, RuleFailed, evaluate, resources_from_graph
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,6 +23,20 @@ POLICY_CONFIG_HELP = (
     "A JSON file of rule settings, {rule name: {setting: value}}: the same file "
     "`pulumi preview --policy-pack-config` takes. Defaults are the secure ones."
 )
+
+
+def load_rules() -> list[Rule]:
+    """The pack's rules, from ``policies/rules/`` beside the llmkit package.
+
+    The engine (:mod:`llmkit.policy`) never imports the rules (they import it): the commands that
+    run it load them here and pass them in.
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from policies.rules import load_rules as pack_rules
+
+    return pack_rules()
 
 
 def load_policy_config(path: Path | None) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,8 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from llmkit.crossguard import plain, policies, policy_for
-from llmkit.policy import UNKNOWN, load_rules
+from llmkit.policy import UNKNOWN
+from policies.rules import load_rules
 from policies.rules.aws_kms_key_enable_rotation import RULE as ROTATION
 from policies.rules.aws_s3_bucket_missing_public_access_block import RULE as PAB
 from tests.pack.fixtures import plan_graph

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from llmkit.cli import main
 from llmkit.errors import ConfigError
 from llmkit.policy import RuleFailed, evaluate, resources_from_graph
+from policies.rules import load_rules
 from tests.pack.fixtures import plan_graph
 
 SCHEMA = "llmkit.plan/v1"
@@ -118,7 +119,7 @@ def test_inputs_a_rule_cannot_read_are_a_usage_error_naming_the_rule_and_resourc
     (provider,) = [e for e in g["resources"] if e["type"] == "pulumi:providers:aws"]
     provider["inputs"]["defaultTags"] = "{not json"  # the provider's inputs travel as JSON text
     with pytest.raises(RuleFailed) as raised:
-        evaluate(resources_from_graph(g))
+        evaluate(resources_from_graph(g), load_rules())
     assert isinstance(raised.value.cause, ValueError)
     result, path = check(tmp_path, json.dumps(g))
     assert_usage_error(result, path, "cannot read them (got 'JSONDecodeError: Expecting property name")

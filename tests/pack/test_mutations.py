@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from llmkit.plan import run_plan
-from llmkit.policy import evaluate, load_rules, resources_from_graph
+from llmkit.policy import evaluate, resources_from_graph
+from policies.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 Graph = dict[str, Any]
@@ -374,7 +375,7 @@ MUTATIONS: dict[str, tuple[Mutation, set[str]]] = {
 
 
 def _fired(g: Graph) -> set[str]:
-    return {v.rule for v in evaluate(resources_from_graph(g)).violations}
+    return {v.rule for v in evaluate(resources_from_graph(g), load_rules()).violations}
 
 
 def test_the_unmutated_graphs_pass() -> None:

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from llmkit.cli import main
 from llmkit.plan import run_plan
-from llmkit.policy import evaluate, load_rules, resources_from_graph
+from llmkit.policy import evaluate, resources_from_graph
 from llmkit.policy_catalogue import CATALOGUE_PATH, render_catalogue
+from policies.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STACKS = ["dev", "staging", "prod"]
@@ -34,7 +35,7 @@ def _mutated(stack: str, name: str, **inputs: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_our_stacks_pass_every_mandatory_rule(stack: str) -> None:
-    report = evaluate(resources_from_graph(graph(stack)))
+    report = evaluate(resources_from_graph(graph(stack)), load_rules())
     assert [v.to_dict() for v in report.mandatory] == []
     assert len(report.rules) == len(load_rules())
 

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmkit.cli import main
-from llmkit.policy import STACK_NAME, UNKNOWN, Rule, evaluate, load_rules, resources_from_graph
+from llmkit.policy import STACK_NAME, UNKNOWN, Rule, evaluate, resources_from_graph
+from policies.rules import load_rules
 from policies.rules.aws_budgets_stack_missing_budget import RULE as BUDGET
 from policies.rules.aws_cloudtrail_stack_missing_trail import RULE as TRAIL
 from policies.rules.aws_ec2_stack_missing_flowlog import RULE as FLOW_LOGS
@@ -335,7 +336,7 @@ def test_policy_check_fails_a_graph_without_what_the_stack_must_have(tmp_path: P
 
 def test_an_empty_graph_lacks_everything_and_is_a_finding(tmp_path: Path) -> None:
     empty: Graph = {"schema": "llmkit.plan/v1", "resources": []}
-    report = evaluate(resources_from_graph(empty))
+    report = evaluate(resources_from_graph(empty), load_rules())
     assert sorted((v.rule, v.message) for v in report.mandatory) == sorted(
         [
             (TRAIL.name, NO_TRAIL),
