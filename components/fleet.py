@@ -132,6 +132,7 @@ from llmkit.config import (
     SSM_PARAMETER,
     WARM_POOL_MIN_SIZE,
 )
+from llmkit.groups import model_group
 from llmkit.sizing import GIB
 from llmkit.store_layout import MANIFEST_NAME, model_slug
 
@@ -196,7 +197,7 @@ def asg_name(stack: str, slug: str) -> str:
 
 def inventory_group(slug: str) -> str:
     """The pyinfra inventory group of a model's hosts (a Python identifier): ``model_<slug>``."""
-    return "model_" + slug.replace("-", "_")
+    return model_group(slug)
 
 
 def target_group_name(stack: str, slug: str, port: int, protocol: str = "HTTPS") -> str:

@@ -54,6 +54,7 @@ from typing import Any, Literal
 import paramiko
 
 from llmkit.errors import ConfigError
+from llmkit.groups import MODEL_GROUP_PREFIX
 
 Via = Literal["ssm", "bastion"]
 VIAS: tuple[Via, ...] = ("ssm", "bastion")
@@ -64,9 +65,8 @@ ASG_TAG = "aws:autoscaling:groupName"
 SSM_DOCUMENT = "AWS-StartSSHSession"
 IN_SERVICE = "InService"
 RUNNING = "running"
-GROUP_PREFIX = "model_"
 
-_GROUP = re.compile(r"model_[a-z0-9_]+")
+_GROUP = re.compile(re.escape(MODEL_GROUP_PREFIX) + r"[a-z0-9_]+")
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?")
 _BASTION = re.compile(
     r"(?:(?P<user>[^@\s]+)@)?"

@@ -55,11 +55,12 @@ if str(_REPO) in sys.path:
     sys.path.remove(str(_REPO))
 sys.path.insert(0, str(_REPO))
 
-GPU_GROUP = "gpu"
-PROXY_GROUP = "proxy"
-MONITORING_GROUP = "monitoring"
-GATEWAY_GROUP = "gateway"
-MODEL_GROUP_PREFIX = "model_"
+from llmkit.groups import (  # noqa: E402  (after the path above: the bundle's own llmkit)
+    GATEWAY_GROUP,
+    PROXY_GROUP,
+    is_model_host,
+)
+
 DEPLOYS_PACKAGE = "playbooks.deploys"
 GROUP_DATA_ALL = Path(__file__).resolve().parent / "group_data" / "all.py"
 
@@ -83,7 +84,7 @@ LAST: tuple[Step, ...] = (("monitoring", "monitoring"),)
 
 def is_gpu_host(groups: Iterable[str]) -> bool:
     """In the ``gpu`` group, or an AWS model host (group ``model_<slug>``)."""
-    return any(g == GPU_GROUP or g.startswith(MODEL_GROUP_PREFIX) for g in groups)
+    return is_model_host(groups)
 
 
 def steps_for(groups: Iterable[str]) -> list[Step]:

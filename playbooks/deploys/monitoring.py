@@ -65,6 +65,7 @@ from pyinfra.operations import apt, files, server, systemd
 from llmkit.artifacts import Artifact, artifact, is_sha256
 from llmkit.config import Alarms
 from llmkit.errors import ConfigError
+from llmkit.groups import MONITORING_GROUP, PROXY_GROUP, is_model_host
 from playbooks.deploys.firewall import peer_address
 from playbooks.deploys.host_paths import mirror_location
 from playbooks.deploys.reverse_proxy import PROXY_ACCESS_LOG
@@ -77,10 +78,6 @@ from playbooks.render import render
 INSTALL_ROOT = "/opt/llmkit"
 UNIT_DIR = "/etc/systemd/system"
 
-GPU_GROUP = "gpu"
-MODEL_GROUP_PREFIX = "model_"
-MONITORING_GROUP = "monitoring"
-PROXY_GROUP = "proxy"
 
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
 PROMETHEUS_RULES = "/etc/prometheus/llmkit-rules.yml"
@@ -158,8 +155,7 @@ GPU_EXPORTER = Exporter(
 
 
 def is_gpu_host(groups: Iterable[str]) -> bool:
-    names = set(groups)
-    return GPU_GROUP in names or any(g.startswith(MODEL_GROUP_PREFIX) for g in names)
+    return is_model_host(groups)
 
 
 def port(data: Mapping[str, Any], key: str) -> int:
