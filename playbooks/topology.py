@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyinfra import host
@@ -18,15 +18,18 @@ from llmkit.config import Gateway, from_mapping
 from llmkit.errors import ConfigError, ConfigErrors
 from llmkit.gateway import litellm_release
 
+# The inventory's groups (AWS model hosts are in ``model_<slug>``) live in llmkit.groups, shared
+# with the planners; the deploys may import them from here.
+from llmkit.groups import GATEWAY_GROUP as GATEWAY_GROUP
+from llmkit.groups import GPU_GROUP as GPU_GROUP
+from llmkit.groups import MODEL_GROUP_PREFIX as MODEL_GROUP_PREFIX
+from llmkit.groups import PROXY_GROUP as PROXY_GROUP
+from llmkit.groups import is_model_host as is_model_host
+
 #: The name the proxy verifies on every model host's certificate (a DNS SAN they all carry).
 UPSTREAM_TLS_NAME = "model.llmkit.internal"
 #: The name the proxy verifies on every gateway's certificate (with gateways in the inventory).
 GATEWAY_TLS_NAME = "gateway.llmkit.internal"
-#: Inventory groups whose hosts serve models (AWS model hosts are in ``model_<slug>``).
-GPU_GROUP = "gpu"
-MODEL_GROUP_PREFIX = "model_"
-PROXY_GROUP = "proxy"
-GATEWAY_GROUP = "gateway"
 HTTPS_PORT = 443
 
 
@@ -55,10 +58,6 @@ def model_host_address(name: str, data: Mapping[str, Any]) -> str:
 
 
 # --- model hosts ---------------------------------------------------------------------------------
-
-
-def is_model_host(groups: Iterable[str]) -> bool:
-    return any(g == GPU_GROUP or g.startswith(MODEL_GROUP_PREFIX) for g in groups)
 
 
 def model_hosts() -> list[tuple[str, dict[str, Any]]]:
