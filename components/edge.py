@@ -53,12 +53,13 @@ import pulumi_aws as aws
 from components.base import Component
 from llmkit.catalog import load_catalog
 from llmkit.config import DEFAULT_APP_PORT, WAF_EVALUATION_WINDOWS, WAF_RATE_LIMIT_RANGE
+from llmkit.tls import ALB_TLS_POLICY
 
 if TYPE_CHECKING:
     from llmkit.config import StackConfig
 
-# TLS 1.3 only (no TLS 1.2 fallback); the FIPS and post-quantum variants are not needed here.
-TLS_POLICY = "ELBSecurityPolicy-TLS13-1-3-2021-06"
+# TLS 1.3 only (no TLS 1.2 fallback): llmkit.tls holds the policy's name for every listener.
+TLS_POLICY = ALB_TLS_POLICY
 HTTPS_PORT = 443
 HTTP_PORT = 80
 # Long enough for a streamed or long-running LLM completion (see the module docstring).

@@ -90,7 +90,7 @@ Decisions, for reviewers:
   (``components.metrics.RUNTIMES_WITH_QUEUE``), on ``QueuedRequests`` per host
   (``llmkit:fleet.queue_target_per_instance``).
 - **Internal load balancer**: never internet-facing, in the model subnets, its own security group
-  (``models_lb``: 443 from the app tier only), TLS 1.3 only (``edge.TLS_POLICY``), invalid
+  (``models_lb``: 443 from the app tier only), TLS 1.3 only (``llmkit.tls.ALB_TLS_POLICY``), invalid
   headers dropped, strictest desync mitigation, access logs to the log bucket under
   ``model-alb/``, the edge's idle timeout (long completions). Target groups speak HTTPS to the
   host's TLS terminator on the runtime's port (catalog), health-check ``/`` (Ollama answers
@@ -118,7 +118,7 @@ import pulumi_aws as aws
 
 from components import metrics
 from components.base import Component
-from components.edge import DEREGISTRATION_DELAY_SECONDS, IDLE_TIMEOUT_SECONDS, TLS_POLICY
+from components.edge import DEREGISTRATION_DELAY_SECONDS, IDLE_TIMEOUT_SECONDS
 from components.model_store import BOOTSTRAP_PREFIX, MODELS_PREFIX
 from llmkit.catalog import load_catalog
 from llmkit.config import (
@@ -135,6 +135,7 @@ from llmkit.config import (
 from llmkit.groups import model_group
 from llmkit.sizing import GIB
 from llmkit.store_layout import MANIFEST_NAME, model_slug
+from llmkit.tls import ALB_TLS_POLICY
 
 if TYPE_CHECKING:
     from llmkit.config import StackConfig
@@ -734,7 +735,7 @@ class GpuFleet(Component):
             load_balancer_arn=self.load_balancer.arn,
             port=HTTPS_PORT,
             protocol="HTTPS",
-            ssl_policy=TLS_POLICY,
+            ssl_policy=ALB_TLS_POLICY,
             certificate_arn=args.certificate_arn,
             routing_http_response_server_enabled=False,
             default_actions=[

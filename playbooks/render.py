@@ -8,6 +8,8 @@ from typing import Any
 
 import jinja2
 
+from llmkit.tls import TLS_PROTOCOL
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 _ENV = jinja2.Environment(
@@ -20,6 +22,8 @@ _ENV = jinja2.Environment(
 )
 # JSON text is a YAML double-quoted scalar; unlike ``tojson`` this keeps < > & as they are.
 _ENV.filters["json"] = json.dumps
+# Every template spells "TLS 1.3 only" as llmkit.tls does (nginx's ssl_protocols and the like).
+_ENV.globals["tls_protocol"] = TLS_PROTOCOL
 
 
 def render(template: str, **context: Any) -> str:

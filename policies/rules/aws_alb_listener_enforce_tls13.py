@@ -14,14 +14,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from llmkit.policy import Resource, Rule, Setting
+from llmkit.tls import ALB_TLS13_ONLY_POLICIES, ALB_TLS_POLICY
 from policies.support import LISTENERS
 
-TLS13_ONLY_POLICIES = (
-    "ELBSecurityPolicy-TLS13-1-3-2021-06",
-    "ELBSecurityPolicy-TLS13-1-3-FIPS-2023-04",
-    "ELBSecurityPolicy-TLS13-1-3-PQ-2025-09",
-    "ELBSecurityPolicy-TLS13-1-3-FIPS-PQ-2025-09",
-)
+TLS13_ONLY_POLICIES = ALB_TLS13_ONLY_POLICIES
 ENCRYPTED = ("HTTPS", "TLS")
 
 
@@ -47,7 +43,7 @@ RULE = Rule(
     "RSA key-exchange suites allow downgrade and decryption attacks, and a listener without a policy "
     "accepts TLS 1.0.",
     severity="high",
-    remediation="Set sslPolicy to ELBSecurityPolicy-TLS13-1-3-2021-06 (ReverseProxy and GpuFleet do), or to "
+    remediation=f"Set sslPolicy to {ALB_TLS_POLICY} (ReverseProxy and GpuFleet do), or to "
     "its FIPS or post-quantum variant.",
     frameworks=(
         "AWS Security Hub ELB.17",
