@@ -123,7 +123,6 @@ from components.model_store import BOOTSTRAP_PREFIX, MODELS_PREFIX
 from llmkit.catalog import load_catalog
 from llmkit.config import (
     AMI_ID,
-    DLAMI_SSM_PARAMETER,
     GPU_TARGET_UTILIZATION_PERCENT,
     MIN_HEALTHY_PERCENT,
     MODEL_LOAD_TIMEOUT_SECONDS,
@@ -131,6 +130,7 @@ from llmkit.config import (
     ROOT_VOLUME_GIB,
     SSM_PARAMETER,
     WARM_POOL_MIN_SIZE,
+    Fleet,
 )
 from llmkit.groups import model_group
 from llmkit.sizing import GIB
@@ -180,6 +180,7 @@ WARM_POOL_STATES = ("Stopped", "Hibernated", "Running")
 USER_DATA_TEMPLATE = Path(__file__).with_name("templates") / "model_host_user_data.sh"
 USER_DATA_LIMIT_BYTES = 16 * 1024  # EC2's limit on user data before base64
 
+_DEFAULTS = Fleet()  # llmkit:fleet's defaults
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _LOG_GROUP_NAME = re.compile(r"[A-Za-z0-9_./#-]{1,512}")
@@ -510,16 +511,17 @@ class GpuFleetArgs:
     access_log_bucket: pulumi.Input[str]
     certificate_arn: pulumi.Input[str]
     deletion_protection: bool
-    ami_id: str | None = None
-    ami_ssm_parameter: str = DLAMI_SSM_PARAMETER
-    root_volume_gib: int = 100
-    model_cache_gib: int | None = None
-    gpu_target_utilization_percent: int = 70
-    queue_target_per_instance: int = 4
-    warm_pool_min_size: int = 1
-    warm_pool_state: str = "Stopped"
-    model_load_timeout_seconds: int = 1800
-    min_healthy_percent: int = 90
+    # The defaults are the config schema's (llmkit.config.Fleet), not a second copy.
+    ami_id: str | None = _DEFAULTS.ami_id
+    ami_ssm_parameter: str = _DEFAULTS.ami_ssm_parameter
+    root_volume_gib: int = _DEFAULTS.root_volume_gib
+    model_cache_gib: int | None = _DEFAULTS.model_cache_gib
+    gpu_target_utilization_percent: int = _DEFAULTS.gpu_target_utilization_percent
+    queue_target_per_instance: int = _DEFAULTS.queue_target_per_instance
+    warm_pool_min_size: int = _DEFAULTS.warm_pool.min_size
+    warm_pool_state: str = _DEFAULTS.warm_pool.state
+    model_load_timeout_seconds: int = _DEFAULTS.model_load_timeout_seconds
+    min_healthy_percent: int = _DEFAULTS.min_healthy_percent
     # The sha256 of bootstrap/manifest.json, pinned into the user data; None: not pinned.
     bootstrap_manifest_sha256: pulumi.Input[str] | None = None
     access_log_prefix: str = MODEL_ALB_LOG_PREFIX
