@@ -416,13 +416,15 @@ def test_a_session_opened_before_the_first_load_survives_it(
         stdout=subprocess.PIPE,
         text=True,
     )
-    client = subprocess.Popen(
-        [ip, "netns", "exec", servers, sys.executable, str(tmp_path / "client.py")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    client: subprocess.Popen[str] | None = None
     try:
+        # The client starts only once the server listens: on a busy machine it could connect first.
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        client = subprocess.Popen(
+            [ip, "netns", "exec", servers, sys.executable, str(tmp_path / "client.py")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert client.stdout is not None and client.stdout.readline().strip() == "connected"
         loaded = netns(model, NFT or "nft", "-f", str(rules))
         assert loaded.returncode == 0, loaded.stderr
@@ -431,5 +433,6 @@ def test_a_session_opened_before_the_first_load_survives_it(
         assert server.stdout.readline().strip() == "bye"
     finally:
         for process in (server, client):
-            process.kill()
-            process.wait(timeout=10)
+            if process is not None:
+                process.kill()
+                process.wait(timeout=10)
