@@ -92,6 +92,7 @@ from llmkit.gateway import (
     render_config,
 )
 from llmkit.pki import sans_of
+from llmkit.tls import TLS_PROTOCOL
 from playbooks.deploys.sandbox import egress_allow, ip_allow
 from playbooks.facts.gateway import EnvFileKeys, LocalPostgres, PostgresState
 from playbooks.facts.tls import DefaultRouteSource
@@ -155,7 +156,7 @@ PG_SETTINGS: dict[str, str] = {
     "ssl": "on",
     "ssl_cert_file": f"{PG_TLS_DIR}/server.crt",
     "ssl_key_file": f"{PG_TLS_DIR}/server.key",
-    "ssl_min_protocol_version": "TLSv1.3",
+    "ssl_min_protocol_version": TLS_PROTOCOL,
     "password_encryption": "scram-sha-256",
 }
 
