@@ -65,3 +65,18 @@ def client_ca_pem(value: str | None) -> str | None:
     if not path.is_file():
         raise ValueError(f"mtls_client_ca: {value} is neither PEM text nor a file on the controller")
     return _pem(path.read_text(encoding="utf-8"), f"mtls_client_ca ({path})", "-----BEGIN CERTIFICATE-----")
+
+
+def certificate_pem(name: str, data: Mapping[str, Any]) -> str:
+    """Host ``name``'s certificate as the controller has it: ``<pki_dir>/<name>.crt``, else
+    ``tls_cert`` (PEM text) from its host data."""
+    pki_dir = data.get("pki_dir")
+    if pki_dir:
+        path = Path(str(pki_dir)).expanduser() / f"{name}.crt"
+        if not path.is_file():
+            raise ValueError(f"pki_dir: missing {path} (run `llmkit pki issue` for host {name})")
+        return path.read_text(encoding="utf-8")
+    text = data.get("tls_cert")
+    if not text:
+        raise ValueError(f"host {name}: no certificate: set pki_dir, or tls_cert (PEM text) in its host data")
+    return str(text)

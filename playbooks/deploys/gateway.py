@@ -99,7 +99,7 @@ from playbooks.facts.tls import DefaultRouteSource
 from playbooks.operations.download import DOWNLOAD_DIR, verified_download
 from playbooks.operations.secret import secret_file
 from playbooks.render import render
-from playbooks.tls_material import TlsMaterial, tls_material
+from playbooks.tls_material import TlsMaterial, certificate_pem, tls_material
 from playbooks.topology import (
     GATEWAY_TLS_NAME,
     PROXY_GROUP,
@@ -369,20 +369,6 @@ def _certificate(pem: str, what: str) -> x509.Certificate:
         return x509.load_pem_x509_certificate(pem.encode())
     except ValueError as exc:
         raise ValueError(f"{what}: not a PEM certificate ({exc})") from None
-
-
-def certificate_pem(name: str, data: Mapping[str, Any]) -> str:
-    """A host's certificate as the controller has it: ``<pki_dir>/<name>.crt``, else ``tls_cert``."""
-    pki_dir = data.get("pki_dir")
-    if pki_dir:
-        path = Path(str(pki_dir)).expanduser() / f"{name}.crt"
-        if not path.is_file():
-            raise ValueError(f"pki_dir: missing {path} (run `llmkit pki issue` for host {name})")
-        return path.read_text(encoding="utf-8")
-    text = data.get("tls_cert")
-    if not text:
-        raise ValueError(f"host {name}: no certificate: set pki_dir, or tls_cert (PEM text) in its host data")
-    return str(text)
 
 
 def names_address(cert: x509.Certificate, address: str) -> bool:

@@ -76,7 +76,7 @@ from pyinfra.operations import apt, files, server, systemd
 from llmkit.catalog import load_catalog
 from llmkit.gateway import MANAGEMENT_PATH_PREFIXES
 from playbooks.render import render
-from playbooks.tls_material import TlsMaterial, client_ca_pem, tls_material
+from playbooks.tls_material import TlsMaterial, certificate_pem, client_ca_pem, tls_material
 from playbooks.topology import (
     GATEWAY_GROUP,
     GATEWAY_TLS_NAME,
@@ -205,27 +205,11 @@ def certificate_subject(pem: str, what: str) -> str:
     return cert.subject.rfc4514_string()
 
 
-def certificate_pem(data: Mapping[str, Any], host_name: str) -> str:
-    """A host's certificate as PEM text: ``<pki_dir>/<host>.crt`` on the controller, else ``tls_cert``."""
-    pki_dir = data.get("pki_dir")
-    if pki_dir:
-        path = Path(str(pki_dir)).expanduser() / f"{host_name}.crt"
-        if not path.is_file():
-            raise ValueError(f"pki_dir: missing {path} (run `llmkit pki` for host {host_name})")
-        return path.read_text(encoding="utf-8")
-    text = data.get("tls_cert")
-    if not text:
-        raise ValueError(
-            f"host {host_name}: no certificate: set pki_dir, or tls_cert (PEM text) in host data"
-        )
-    return str(text)
-
-
 def model_client_subjects(clients: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """The subjects of the model port's clients' certificates: (name, data) of each proxy and gateway."""
     subjects: list[str] = []
     for name, data in clients:
-        subject = certificate_subject(certificate_pem(data, name), f"certificate of {name}")
+        subject = certificate_subject(certificate_pem(name, data), f"certificate of {name}")
         if subject not in subjects:
             subjects.append(subject)
     return subjects
