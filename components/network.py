@@ -298,7 +298,27 @@ class Network(Component):
         self._plan = args.subnet_plan
         self._egress_routed = False
 
-        # --- VPC -----------------------------------------------------------------------------
+        self._create_vpc(args)
+        self._create_subnets(args)
+        self._create_gateways(args)
+        self._create_route_tables()
+        self._create_nacls(args)
+        self._create_flow_logs(args, invoke)
+
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "azs": self.azs,
+                "subnet_ids": self.subnet_ids,
+                "route_table_ids": self.route_table_ids,
+                "nat_gateway_ids": [n.id for n in self.nat_gateways],
+                "flow_log_id": self.flow_log.id,
+                "flow_log_group": self.flow_log_group.name,
+            }
+        )
+
+    def _create_vpc(self, args: NetworkArgs) -> None:
+        """The VPC, and its default security group adopted and stripped of every rule."""
         self.vpc = aws.ec2.Vpc(
             self.child_name("vpc"),
             cidr_block=args.vpc_cidr,
@@ -318,7 +338,8 @@ class Network(Component):
             opts=self.child_opts(),
         )
 
-        # --- subnets -------------------------------------------------------------------------
+    def _create_subnets(self, args: NetworkArgs) -> None:
+        """One subnet per kind (tier, and the egress subnets) and AZ; none maps public IPs."""
         self.subnets: dict[str, list[aws.ec2.Subnet]] = {
             tier: [
                 aws.ec2.Subnet(
@@ -338,7 +359,8 @@ class Network(Component):
             tier: [s.id for s in subnets] for tier, subnets in self.subnets.items()
         }
 
-        # --- internet gateway and NAT gateways -----------------------------------------------
+    def _create_gateways(self, args: NetworkArgs) -> None:
+        """The internet gateway, and one NAT gateway (with its EIP) or one per AZ."""
         self.internet_gateway = aws.ec2.InternetGateway(
             self.child_name("igw"),
             vpc_id=self.vpc.id,
@@ -346,6 +368,7 @@ class Network(Component):
             opts=self.child_opts(),
         )
         nat_count = 1 if args.nat_gateways == "one" else args.az_count
+        self._nat_count = nat_count
         self.nat_eips: list[aws.ec2.Eip] = []
         self.nat_gateways: list[aws.ec2.NatGateway] = []
         for i in range(nat_count):
@@ -367,13 +390,16 @@ class Network(Component):
                 )
             )
 
-        # --- route tables: one per tier and AZ; default routes as separate Route resources ----
-        # Model and data tables get no route of their own: the S3 gateway endpoint adds its
-        # prefix-list route to them (PrivateEndpoints), and nothing else. With the inspected
-        # egress path the app tables get theirs from route_app_egress_through().
+    def _create_route_tables(self) -> None:
+        """One route table per kind and AZ; default routes as separate Route resources.
+
+        Model and data tables get no route of their own: the S3 gateway endpoint adds its
+        prefix-list route to them (PrivateEndpoints), and nothing else. With the inspected
+        egress path the app tables get theirs from route_app_egress_through().
+        """
         self.route_tables: dict[str, list[aws.ec2.RouteTable]] = {}
         self.routes: list[aws.ec2.Route] = []
-        self._nat_count = nat_count
+        nat_count = self._nat_count
         for tier in self.kinds:
             tables = []
             for i, subnet in enumerate(self.subnets[tier]):
@@ -416,7 +442,8 @@ class Network(Component):
             tier: [t.id for t in tables] for tier, tables in self.route_tables.items()
         }
 
-        # --- network ACLs --------------------------------------------------------------------
+    def _create_nacls(self, args: NetworkArgs) -> None:
+        """One NACL per kind, its entries from nacl_rules(); within AWS's default quota of entries."""
         self.nacl_rules = nacl_rules(args.subnet_plan, args.app_port, args.model_port, args.data_ports)
         self.nacls: dict[str, aws.ec2.NetworkAcl] = {}
         for tier in self.kinds:
@@ -437,7 +464,8 @@ class Network(Component):
                 opts=self.child_opts(),
             )
 
-        # --- flow logs -----------------------------------------------------------------------
+    def _create_flow_logs(self, args: NetworkArgs, invoke: pulumi.InvokeOptions) -> None:
+        """The VPC's flow logs (all traffic) to a KMS-encrypted log group, through a scoped role."""
         account = aws.get_caller_identity(opts=invoke).account_id
         partition = aws.get_partition(opts=invoke).partition
         region = aws.get_region(opts=invoke).region
@@ -504,18 +532,6 @@ class Network(Component):
             max_aggregation_interval=60,
             tags={"Name": self.child_name("flow-log")},
             opts=self.child_opts(depends_on=[self.flow_log_policy]),
-        )
-
-        self.register_outputs(
-            {
-                "vpc_id": self.vpc_id,
-                "azs": self.azs,
-                "subnet_ids": self.subnet_ids,
-                "route_table_ids": self.route_table_ids,
-                "nat_gateway_ids": [n.id for n in self.nat_gateways],
-                "flow_log_id": self.flow_log.id,
-                "flow_log_group": self.flow_log_group.name,
-            }
         )
 
     def route_app_egress_through(self, endpoint_ids: pulumi.Input[Mapping[str, str]]) -> list[aws.ec2.Route]:

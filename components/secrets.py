@@ -321,7 +321,21 @@ class Secrets(Component):
         dns_suffix = aws.get_partition_output(opts=invoke_opts).dns_suffix
         tags = dict(args.tags)
 
-        # --- the secrets (no value: see the module doc) ----------------------------------------
+        self._create_secrets(args, tags)
+        self._create_function(args, tags, account_id, dns_suffix)
+        self._create_secret_policies(args)
+        self._create_reader_outputs(args, dns_suffix)
+
+        self.register_outputs(
+            {
+                "secret_arns": self.secret_arns,
+                "rotation_lambda_arn": self.rotation_lambda_arn,
+                "reader_policy_json": self.reader_policy_json,
+            }
+        )
+
+    def _create_secrets(self, args: SecretsArgs, tags: dict[str, str]) -> None:
+        """The secrets, without a value (see the module doc)."""
         self.secrets: dict[str, aws.secretsmanager.Secret] = {
             key: aws.secretsmanager.Secret(
                 self.child_name(key),
@@ -338,7 +352,14 @@ class Secrets(Component):
         self.master_key = self.secrets["master-key"]
         self.salt_key = self.secrets["salt-key"]
 
-        # --- the rotation function -------------------------------------------------------------
+    def _create_function(
+        self,
+        args: SecretsArgs,
+        tags: dict[str, str],
+        account_id: pulumi.Input[str],
+        dns_suffix: pulumi.Output[str],
+    ) -> None:
+        """The rotation function: its log group, role, access, code, and Secrets Manager's permission."""
         self.function_log_group = aws.cloudwatch.LogGroup(
             self.child_name("rotation-logs"),
             name=function_log_group_name(args.stack),
@@ -410,7 +431,8 @@ class Secrets(Component):
             opts=self.child_opts(),
         )
 
-        # --- per secret: resource policy, first value, rotation --------------------------------
+    def _create_secret_policies(self, args: SecretsArgs) -> None:
+        """Per secret: its resource policy, its first value and, if it rotates, its rotation."""
         self.policies: dict[str, aws.secretsmanager.SecretPolicy] = {}
         self.initial_values: dict[str, aws.lambda_.Invocation] = {}
         self.rotations: dict[str, aws.secretsmanager.SecretRotation] = {}
@@ -445,7 +467,8 @@ class Secrets(Component):
                     opts=self.child_opts(depends_on=[self.invoke_permission, self.initial_values[key]]),
                 )
 
-        # --- what readers need -----------------------------------------------------------------
+    def _create_reader_outputs(self, args: SecretsArgs, dns_suffix: pulumi.Output[str]) -> None:
+        """What readers need: their identity policy and the ECS container secrets (no resources)."""
         all_arns = pulumi.Output.all(*self.secret_arns.values())
         self.reader_policy_json: pulumi.Output[str] = pulumi.Output.all(
             all_arns, args.secrets_key_arn, dns_suffix
@@ -459,12 +482,4 @@ class Secrets(Component):
             lambda arns: [
                 {"name": env, "valueFrom": arn} for env, arn in zip(ENV_VARS.values(), arns, strict=True)
             ]
-        )
-
-        self.register_outputs(
-            {
-                "secret_arns": self.secret_arns,
-                "rotation_lambda_arn": self.rotation_lambda_arn,
-                "reader_policy_json": self.reader_policy_json,
-            }
         )
