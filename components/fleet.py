@@ -707,13 +707,55 @@ class GpuFleet(Component):
         super().__init__(name, opts)
         self.args = args
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
-        partition = aws.get_partition_output(opts=invoke_opts)
-        account_id: pulumi.Input[str] = self.account_id(args.account_id)
-        runtime = load_catalog().runtime(args.runtime)
+        self._partition = aws.get_partition_output(opts=invoke_opts)
+        self._account_id: pulumi.Input[str] = self.account_id(args.account_id)
+        self._runtime_port: int = load_catalog().runtime(args.runtime).port
         self.placements: dict[str, Placement] = args.slugs()
-        log_group_names = pulumi.Output.all(**args.log_group_names)
+        self._log_group_names = pulumi.Output.all(**args.log_group_names)
 
-        # --- the internal load balancer ------------------------------------------------------
+        self._create_load_balancer()
+
+        self.target_groups: dict[str, aws.lb.TargetGroup] = {}
+        self.listener_rules: dict[str, aws.lb.ListenerRule] = {}
+        self.roles: dict[str, aws.iam.Role] = {}
+        self.role_policies: dict[str, aws.iam.RolePolicy] = {}
+        self.ssm_attachments: dict[str, aws.iam.RolePolicyAttachment] = {}
+        self.instance_profiles: dict[str, aws.iam.InstanceProfile] = {}
+        self.launch_templates: dict[str, aws.ec2.LaunchTemplate] = {}
+        self.groups: dict[str, aws.autoscaling.Group] = {}
+        self.scaling_policies: dict[str, dict[str, aws.autoscaling.Policy]] = {}
+        self.host_headers: dict[str, str] = {}
+        self._host_data: dict[str, pulumi.Output[dict[str, Any]]] = {}
+
+        for priority, (slug, placement) in enumerate(self.placements.items(), start=1):
+            self._create_model(priority, slug, placement)
+
+        self.asg_names: dict[str, pulumi.Output[str]] = {s: g.name for s, g in self.groups.items()}
+        self.target_group_arns: dict[str, pulumi.Output[str]] = {
+            s: t.arn for s, t in self.target_groups.items()
+        }
+        self.target_group_arn_suffixes: dict[str, pulumi.Output[str]] = {
+            s: t.arn_suffix for s, t in self.target_groups.items()
+        }
+        self.role_arns: dict[str, pulumi.Output[str]] = {s: r.arn for s, r in self.roles.items()}
+        self.launch_template_ids: dict[str, pulumi.Output[str]] = {
+            s: t.id for s, t in self.launch_templates.items()
+        }
+        self.register_outputs(
+            {
+                "dns_name": self.dns_name,
+                "lb_arn_suffix": self.lb_arn_suffix,
+                "asg_names": self.asg_names,
+                "target_group_arns": self.target_group_arns,
+                "target_group_arn_suffixes": self.target_group_arn_suffixes,
+                "role_arns": self.role_arns,
+                "launch_template_ids": self.launch_template_ids,
+            }
+        )
+
+    # --- the internal load balancer ------------------------------------------------------------
+    def _create_load_balancer(self) -> None:
+        args = self.args
         self.load_balancer = aws.lb.LoadBalancer(
             self.child_name("alb"),
             load_balancer_type="application",
@@ -751,350 +793,300 @@ class GpuFleet(Component):
             opts=self.child_opts(),
         )
 
-        self.target_groups: dict[str, aws.lb.TargetGroup] = {}
-        self.listener_rules: dict[str, aws.lb.ListenerRule] = {}
-        self.roles: dict[str, aws.iam.Role] = {}
-        self.role_policies: dict[str, aws.iam.RolePolicy] = {}
-        self.ssm_attachments: dict[str, aws.iam.RolePolicyAttachment] = {}
-        self.instance_profiles: dict[str, aws.iam.InstanceProfile] = {}
-        self.launch_templates: dict[str, aws.ec2.LaunchTemplate] = {}
-        self.groups: dict[str, aws.autoscaling.Group] = {}
-        self.scaling_policies: dict[str, dict[str, aws.autoscaling.Policy]] = {}
-        self.host_headers: dict[str, str] = {}
-        self._host_data: dict[str, pulumi.Output[dict[str, Any]]] = {}
+    # --- per model -----------------------------------------------------------------------------
+    def _create_model(self, priority: int, slug: str, placement: Placement) -> None:
+        """One model's route, identity, launch template, group and scaling, in that order."""
+        args = self.args
+        group_name = asg_name(args.stack, slug)
+        tags = {
+            **args.tags,
+            "Name": group_name,
+            "llmkit:model": placement.spec.name,
+            "llmkit:stack": args.stack,
+        }
+        target_group = self._create_routing(priority, slug, placement)
+        profile = self._create_identity(slug, placement, group_name)
+        template = self._create_launch_template(slug, placement, tags, profile)
+        group = self._create_group(slug, placement, group_name, tags, template, target_group)
+        self._create_scaling(slug, group_name, group)
 
-        for priority, (slug, placement) in enumerate(self.placements.items(), start=1):
-            group_name = asg_name(args.stack, slug)
-            cache_gib = args.cache_gib(placement)
-            tags = {
-                **args.tags,
-                "Name": group_name,
-                "llmkit:model": placement.spec.name,
-                "llmkit:stack": args.stack,
-            }
-
-            # --- routing ----------------------------------------------------------------------
-            target_group = aws.lb.TargetGroup(
-                self.child_name(f"tg-{slug}"),
-                name=target_group_name(args.stack, slug, runtime.port),
-                vpc_id=args.vpc_id,
-                target_type="instance",
+    # --- routing -------------------------------------------------------------------------------
+    def _create_routing(self, priority: int, slug: str, placement: Placement) -> aws.lb.TargetGroup:
+        args = self.args
+        target_group = aws.lb.TargetGroup(
+            self.child_name(f"tg-{slug}"),
+            name=target_group_name(args.stack, slug, self._runtime_port),
+            vpc_id=args.vpc_id,
+            target_type="instance",
+            protocol="HTTPS",
+            port=self._runtime_port,
+            deregistration_delay=DEREGISTRATION_DELAY_SECONDS,
+            load_balancing_algorithm_type="least_outstanding_requests",
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                enabled=True,
                 protocol="HTTPS",
-                port=runtime.port,
-                deregistration_delay=DEREGISTRATION_DELAY_SECONDS,
-                load_balancing_algorithm_type="least_outstanding_requests",
-                health_check=aws.lb.TargetGroupHealthCheckArgs(
-                    enabled=True,
-                    protocol="HTTPS",
-                    port="traffic-port",
-                    path=health_check_path(args.runtime),
-                    matcher="200",
-                    interval=15,
-                    timeout=5,
-                    healthy_threshold=2,
-                    unhealthy_threshold=3,
-                ),
-                tags={"llmkit:model": placement.spec.name},
-                opts=self.child_opts(),
-            )
-            self.target_groups[slug] = target_group
-            self.host_headers[slug] = f"{slug}.*"
-            self.listener_rules[slug] = aws.lb.ListenerRule(
-                self.child_name(f"route-{slug}"),
-                listener_arn=self.https_listener.arn,
-                priority=priority * 10,
-                conditions=[
-                    aws.lb.ListenerRuleConditionArgs(
-                        host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(
-                            values=[self.host_headers[slug]]
-                        )
-                    )
-                ],
-                actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=target_group.arn)],
-                opts=self.child_opts(),
-            )
+                port="traffic-port",
+                path=health_check_path(args.runtime),
+                matcher="200",
+                interval=15,
+                timeout=5,
+                healthy_threshold=2,
+                unhealthy_threshold=3,
+            ),
+            tags={"llmkit:model": placement.spec.name},
+            opts=self.child_opts(),
+        )
+        self.target_groups[slug] = target_group
+        self.host_headers[slug] = f"{slug}.*"
+        self.listener_rules[slug] = aws.lb.ListenerRule(
+            self.child_name(f"route-{slug}"),
+            listener_arn=self.https_listener.arn,
+            priority=priority * 10,
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(values=[self.host_headers[slug]])
+                )
+            ],
+            actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=target_group.arn)],
+            opts=self.child_opts(),
+        )
+        return target_group
 
-            # --- identity ---------------------------------------------------------------------
-            role = aws.iam.Role(
-                self.child_name(f"host-{slug}"),
-                description=f"llmkit {args.stack} GPU hosts serving {placement.spec.name}",
-                assume_role_policy=ASSUME_ROLE_POLICY,
-                opts=self.child_opts(),
-            )
-            self.roles[slug] = role
+    # --- identity ------------------------------------------------------------------------------
+    def _create_identity(self, slug: str, placement: Placement, group_name: str) -> aws.iam.InstanceProfile:
+        args = self.args
+        partition = self._partition
+        role = aws.iam.Role(
+            self.child_name(f"host-{slug}"),
+            description=f"llmkit {args.stack} GPU hosts serving {placement.spec.name}",
+            assume_role_policy=ASSUME_ROLE_POLICY,
+            opts=self.child_opts(),
+        )
+        self.roles[slug] = role
 
-            def policy_json(values: dict[str, Any], slug: str = slug, group_name: str = group_name) -> str:
-                # Only builds a string from resolved values; no resources are created in apply.
-                document = host_policy(
-                    slug=slug,
-                    bucket_arn=values["bucket_arn"],
-                    data_key_arn=values["data_key_arn"],
-                    log_group_arns=[
-                        log_group_arn(
-                            partition=values["partition"],
-                            region=args.region,
-                            account_id=values["account_id"],
-                            name=name,
-                        )
-                        for name in values["log_group_names"].values()
-                    ],
-                    asg_arn=asg_arn_pattern(
+        def policy_json(values: dict[str, Any]) -> str:
+            # Only builds a string from resolved values; no resources are created in apply.
+            document = host_policy(
+                slug=slug,
+                bucket_arn=values["bucket_arn"],
+                data_key_arn=values["data_key_arn"],
+                log_group_arns=[
+                    log_group_arn(
                         partition=values["partition"],
                         region=args.region,
                         account_id=values["account_id"],
-                        name=group_name,
-                    ),
-                    region=args.region,
-                    dns_suffix=values["dns_suffix"],
-                )
-                return json.dumps(document)
-
-            self.role_policies[slug] = aws.iam.RolePolicy(
-                self.child_name(f"host-{slug}-access"),
-                role=role.id,
-                policy=pulumi.Output.all(
-                    bucket_arn=args.model_bucket_arn,
-                    data_key_arn=args.data_key_arn,
-                    log_group_names=log_group_names,
-                    partition=partition.partition,
-                    dns_suffix=partition.dns_suffix,
-                    account_id=account_id,
-                ).apply(policy_json),
-                opts=self.child_opts(),
-            )
-            self.ssm_attachments[slug] = aws.iam.RolePolicyAttachment(
-                self.child_name(f"host-{slug}-ssm"),
-                role=role.name,
-                policy_arn=partition.partition.apply(
-                    lambda p: f"arn:{p}:iam::aws:policy/{SSM_MANAGED_POLICY}"
-                ),
-                opts=self.child_opts(),
-            )
-            profile = aws.iam.InstanceProfile(
-                self.child_name(f"host-{slug}-profile"),
-                role=role.name,
-                opts=self.child_opts(),
-            )
-            self.instance_profiles[slug] = profile
-
-            # --- launch template --------------------------------------------------------------
-            def host_data_of(
-                values: dict[str, Any], placement: Placement = placement, cache_gib: int = cache_gib
-            ) -> dict[str, Any]:
-                return host_data(
-                    placement,
-                    stack=args.stack,
-                    region=args.region,
-                    runtime=args.runtime,
-                    bucket=values["bucket"],
-                    log_groups=values["log_groups"],
-                    cache_gib=cache_gib,
-                    lb_subnet_cidrs=args.lb_subnet_cidrs,
-                    admin_cidrs=args.admin_cidrs,
-                )
-
-            data = pulumi.Output.all(bucket=args.model_bucket_name, log_groups=log_group_names).apply(
-                host_data_of
-            )
-            self._host_data[slug] = data
-
-            def user_data(values: dict[str, Any]) -> str:
-                script = render_user_data(
-                    values["data"],
-                    s3_endpoint=f"https://s3.{args.region}.{values['dns_suffix']}",
-                    ready_timeout_seconds=args.model_load_timeout_seconds,
-                    manifest_sha256=values["manifest"] or "",
-                )
-                return base64.b64encode(script.encode()).decode()
-
-            block_devices = [
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=ROOT_DEVICE,
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=args.root_volume_gib,
-                        volume_type="gp3",
-                        encrypted="true",
-                        kms_key_id=args.data_key_arn,
-                        delete_on_termination="true",
-                    ),
-                ),
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=MODEL_CACHE_DEVICE,
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=cache_gib,
-                        volume_type="gp3",
-                        iops=MODEL_CACHE_IOPS,
-                        throughput=MODEL_CACHE_THROUGHPUT_MIBPS,
-                        encrypted="true",
-                        kms_key_id=args.data_key_arn,
-                        delete_on_termination="true",
-                    ),
-                ),
-            ]
-            template = aws.ec2.LaunchTemplate(
-                self.child_name(f"lt-{slug}"),
-                description=f"llmkit {args.stack} GPU hosts serving {placement.spec.name}",
-                image_id=image_id(args.ami_id, args.ami_ssm_parameter),
-                instance_type=placement.choice.instance_type,
-                iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
-                metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                    http_endpoint="enabled",
-                    http_tokens="required",
-                    http_put_response_hop_limit=1,
-                    http_protocol_ipv6="disabled",
-                    instance_metadata_tags="disabled",
-                ),
-                network_interfaces=[
-                    aws.ec2.LaunchTemplateNetworkInterfaceArgs(
-                        device_index=0,
-                        associate_public_ip_address="false",
-                        delete_on_termination="true",
-                        security_groups=[args.host_security_group_id],
+                        name=name,
                     )
+                    for name in values["log_group_names"].values()
                 ],
-                block_device_mappings=block_devices,
-                monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=True),
-                tag_specifications=[
-                    aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags)
-                    for kind in ("instance", "volume", "network-interface")
-                ],
-                user_data=pulumi.Output.all(
-                    data=data,
-                    dns_suffix=partition.dns_suffix,
-                    manifest=args.bootstrap_manifest_sha256,
-                ).apply(user_data),
-                update_default_version=True,
-                opts=self.child_opts(),
+                asg_arn=asg_arn_pattern(
+                    partition=values["partition"],
+                    region=args.region,
+                    account_id=values["account_id"],
+                    name=group_name,
+                ),
+                region=args.region,
+                dns_suffix=values["dns_suffix"],
             )
-            self.launch_templates[slug] = template
+            return json.dumps(document)
 
-            # --- the group --------------------------------------------------------------------
-            spec = placement.spec
-            group = aws.autoscaling.Group(
-                self.child_name(f"asg-{slug}"),
-                name=group_name,
-                min_size=spec.replicas.min,
-                max_size=spec.replicas.max,
-                desired_capacity=spec.replicas.start,
-                vpc_zone_identifiers=list(args.subnet_ids),
-                mixed_instances_policy=aws.autoscaling.GroupMixedInstancesPolicyArgs(
-                    instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
-                        on_demand_allocation_strategy="prioritized",
-                        on_demand_base_capacity=0,
-                        on_demand_percentage_above_base_capacity=100,
-                    ),
-                    launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
-                        launch_template_specification=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
-                            launch_template_id=template.id,
-                            # An explicit version: each new template version starts a refresh.
-                            version=template.latest_version.apply(_version),
-                        ),
-                        overrides=[
-                            aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(
-                                instance_type=t
-                            )
-                            for t in instance_types(placement)
-                        ],
-                    ),
-                ),
-                service_linked_role_arn=args.service_linked_role_arn,
-                health_check_type="ELB",
-                health_check_grace_period=HEALTH_CHECK_GRACE_SECONDS,
-                default_instance_warmup=INSTANCE_WARMUP_SECONDS,
-                target_group_arns=[target_group.arn],
-                initial_lifecycle_hooks=[
-                    aws.autoscaling.GroupInitialLifecycleHookArgs(
-                        name=LIFECYCLE_HOOK,
-                        lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
-                        heartbeat_timeout=args.model_load_timeout_seconds,
-                        default_result="ABANDON",
-                    )
-                ],
-                warm_pool=aws.autoscaling.GroupWarmPoolArgs(
-                    pool_state=args.warm_pool_state,
-                    min_size=args.warm_pool_min_size,
-                    instance_reuse_policy=aws.autoscaling.GroupWarmPoolInstanceReusePolicyArgs(
-                        reuse_on_scale_in=True
-                    ),
-                ),
-                instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
-                    strategy="Rolling",
-                    preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(
-                        min_healthy_percentage=args.min_healthy_percent,
-                        skip_matching=True,
-                    ),
-                ),
-                enabled_metrics=[aws.autoscaling.Metric(m) for m in GROUP_METRICS],
-                metrics_granularity="1Minute",
-                # `pulumi up` waits for the hosts to load the model and pass the health checks.
-                wait_for_capacity_timeout=f"{args.model_load_timeout_seconds + HEALTH_CHECK_GRACE_SECONDS}s",
-                tags=[
-                    aws.autoscaling.GroupTagArgs(key=key, value=value, propagate_at_launch=True)
-                    for key, value in sorted(tags.items())
-                ],
-                opts=self.child_opts(
-                    # The hosts complete their lifecycle action with the role's policy: it exists first.
-                    # A target group joins a group only once a listener routes to it.
-                    depends_on=[
-                        self.role_policies[slug],
-                        self.ssm_attachments[slug],
-                        self.listener_rules[slug],
-                        *args.launch_after,
-                    ],
-                    # Desired capacity belongs to the scaling policies once the group exists.
-                    ignore_changes=["desiredCapacity"],
-                ),
-            )
-            self.groups[slug] = group
-
-            # --- scaling ----------------------------------------------------------------------
-            policies = {
-                "gpu": aws.autoscaling.Policy(
-                    self.child_name(f"scale-{slug}-gpu"),
-                    autoscaling_group_name=group.name,
-                    policy_type="TargetTrackingScaling",
-                    estimated_instance_warmup=INSTANCE_WARMUP_SECONDS,
-                    target_tracking_configuration=_target_tracking(
-                        metrics.GPU_UTILIZATION, group_name, args.gpu_target_utilization_percent
-                    ),
-                    opts=self.child_opts(),
-                )
-            }
-            if args.runtime in metrics.RUNTIMES_WITH_QUEUE:
-                policies["queue"] = aws.autoscaling.Policy(
-                    self.child_name(f"scale-{slug}-queue"),
-                    autoscaling_group_name=group.name,
-                    policy_type="TargetTrackingScaling",
-                    estimated_instance_warmup=INSTANCE_WARMUP_SECONDS,
-                    target_tracking_configuration=_target_tracking(
-                        metrics.QUEUED_REQUESTS, group_name, args.queue_target_per_instance
-                    ),
-                    opts=self.child_opts(),
-                )
-            self.scaling_policies[slug] = policies
-
-        self.asg_names: dict[str, pulumi.Output[str]] = {s: g.name for s, g in self.groups.items()}
-        self.target_group_arns: dict[str, pulumi.Output[str]] = {
-            s: t.arn for s, t in self.target_groups.items()
-        }
-        self.target_group_arn_suffixes: dict[str, pulumi.Output[str]] = {
-            s: t.arn_suffix for s, t in self.target_groups.items()
-        }
-        self.role_arns: dict[str, pulumi.Output[str]] = {s: r.arn for s, r in self.roles.items()}
-        self.launch_template_ids: dict[str, pulumi.Output[str]] = {
-            s: t.id for s, t in self.launch_templates.items()
-        }
-        self.register_outputs(
-            {
-                "dns_name": self.dns_name,
-                "lb_arn_suffix": self.lb_arn_suffix,
-                "asg_names": self.asg_names,
-                "target_group_arns": self.target_group_arns,
-                "target_group_arn_suffixes": self.target_group_arn_suffixes,
-                "role_arns": self.role_arns,
-                "launch_template_ids": self.launch_template_ids,
-            }
+        self.role_policies[slug] = aws.iam.RolePolicy(
+            self.child_name(f"host-{slug}-access"),
+            role=role.id,
+            policy=pulumi.Output.all(
+                bucket_arn=args.model_bucket_arn,
+                data_key_arn=args.data_key_arn,
+                log_group_names=self._log_group_names,
+                partition=partition.partition,
+                dns_suffix=partition.dns_suffix,
+                account_id=self._account_id,
+            ).apply(policy_json),
+            opts=self.child_opts(),
         )
+        self.ssm_attachments[slug] = aws.iam.RolePolicyAttachment(
+            self.child_name(f"host-{slug}-ssm"),
+            role=role.name,
+            policy_arn=partition.partition.apply(lambda p: f"arn:{p}:iam::aws:policy/{SSM_MANAGED_POLICY}"),
+            opts=self.child_opts(),
+        )
+        profile = aws.iam.InstanceProfile(
+            self.child_name(f"host-{slug}-profile"),
+            role=role.name,
+            opts=self.child_opts(),
+        )
+        self.instance_profiles[slug] = profile
+        return profile
+
+    # --- launch template -----------------------------------------------------------------------
+    def _create_launch_template(
+        self, slug: str, placement: Placement, tags: dict[str, str], profile: aws.iam.InstanceProfile
+    ) -> aws.ec2.LaunchTemplate:
+        args = self.args
+        cache_gib = args.cache_gib(placement)
+
+        def host_data_of(values: dict[str, Any]) -> dict[str, Any]:
+            return host_data(
+                placement,
+                stack=args.stack,
+                region=args.region,
+                runtime=args.runtime,
+                bucket=values["bucket"],
+                log_groups=values["log_groups"],
+                cache_gib=cache_gib,
+                lb_subnet_cidrs=args.lb_subnet_cidrs,
+                admin_cidrs=args.admin_cidrs,
+            )
+
+        data = pulumi.Output.all(bucket=args.model_bucket_name, log_groups=self._log_group_names).apply(
+            host_data_of
+        )
+        self._host_data[slug] = data
+
+        def user_data(values: dict[str, Any]) -> str:
+            script = render_user_data(
+                values["data"],
+                s3_endpoint=f"https://s3.{args.region}.{values['dns_suffix']}",
+                ready_timeout_seconds=args.model_load_timeout_seconds,
+                manifest_sha256=values["manifest"] or "",
+            )
+            return base64.b64encode(script.encode()).decode()
+
+        template = aws.ec2.LaunchTemplate(
+            self.child_name(f"lt-{slug}"),
+            description=f"llmkit {args.stack} GPU hosts serving {placement.spec.name}",
+            image_id=image_id(args.ami_id, args.ami_ssm_parameter),
+            instance_type=placement.choice.instance_type,
+            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",
+                http_put_response_hop_limit=1,
+                http_protocol_ipv6="disabled",
+                instance_metadata_tags="disabled",
+            ),
+            network_interfaces=[
+                aws.ec2.LaunchTemplateNetworkInterfaceArgs(
+                    device_index=0,
+                    associate_public_ip_address="false",
+                    delete_on_termination="true",
+                    security_groups=[args.host_security_group_id],
+                )
+            ],
+            block_device_mappings=_block_devices(args, cache_gib),
+            monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=True),
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags)
+                for kind in ("instance", "volume", "network-interface")
+            ],
+            user_data=pulumi.Output.all(
+                data=data,
+                dns_suffix=self._partition.dns_suffix,
+                manifest=args.bootstrap_manifest_sha256,
+            ).apply(user_data),
+            update_default_version=True,
+            opts=self.child_opts(),
+        )
+        self.launch_templates[slug] = template
+        return template
+
+    # --- the group -----------------------------------------------------------------------------
+    def _create_group(
+        self,
+        slug: str,
+        placement: Placement,
+        group_name: str,
+        tags: dict[str, str],
+        template: aws.ec2.LaunchTemplate,
+        target_group: aws.lb.TargetGroup,
+    ) -> aws.autoscaling.Group:
+        args = self.args
+        spec = placement.spec
+        group = aws.autoscaling.Group(
+            self.child_name(f"asg-{slug}"),
+            name=group_name,
+            min_size=spec.replicas.min,
+            max_size=spec.replicas.max,
+            desired_capacity=spec.replicas.start,
+            vpc_zone_identifiers=list(args.subnet_ids),
+            mixed_instances_policy=_mixed_instances_policy(placement, template),
+            service_linked_role_arn=args.service_linked_role_arn,
+            health_check_type="ELB",
+            health_check_grace_period=HEALTH_CHECK_GRACE_SECONDS,
+            default_instance_warmup=INSTANCE_WARMUP_SECONDS,
+            target_group_arns=[target_group.arn],
+            initial_lifecycle_hooks=[
+                aws.autoscaling.GroupInitialLifecycleHookArgs(
+                    name=LIFECYCLE_HOOK,
+                    lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                    heartbeat_timeout=args.model_load_timeout_seconds,
+                    default_result="ABANDON",
+                )
+            ],
+            warm_pool=aws.autoscaling.GroupWarmPoolArgs(
+                pool_state=args.warm_pool_state,
+                min_size=args.warm_pool_min_size,
+                instance_reuse_policy=aws.autoscaling.GroupWarmPoolInstanceReusePolicyArgs(
+                    reuse_on_scale_in=True
+                ),
+            ),
+            instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
+                strategy="Rolling",
+                preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(
+                    min_healthy_percentage=args.min_healthy_percent,
+                    skip_matching=True,
+                ),
+            ),
+            enabled_metrics=[aws.autoscaling.Metric(m) for m in GROUP_METRICS],
+            metrics_granularity="1Minute",
+            # `pulumi up` waits for the hosts to load the model and pass the health checks.
+            wait_for_capacity_timeout=f"{args.model_load_timeout_seconds + HEALTH_CHECK_GRACE_SECONDS}s",
+            tags=[
+                aws.autoscaling.GroupTagArgs(key=key, value=value, propagate_at_launch=True)
+                for key, value in sorted(tags.items())
+            ],
+            opts=self.child_opts(
+                # The hosts complete their lifecycle action with the role's policy: it exists first.
+                # A target group joins a group only once a listener routes to it.
+                depends_on=[
+                    self.role_policies[slug],
+                    self.ssm_attachments[slug],
+                    self.listener_rules[slug],
+                    *args.launch_after,
+                ],
+                # Desired capacity belongs to the scaling policies once the group exists.
+                ignore_changes=["desiredCapacity"],
+            ),
+        )
+        self.groups[slug] = group
+        return group
+
+    # --- scaling -------------------------------------------------------------------------------
+    def _create_scaling(self, slug: str, group_name: str, group: aws.autoscaling.Group) -> None:
+        args = self.args
+        policies = {
+            "gpu": aws.autoscaling.Policy(
+                self.child_name(f"scale-{slug}-gpu"),
+                autoscaling_group_name=group.name,
+                policy_type="TargetTrackingScaling",
+                estimated_instance_warmup=INSTANCE_WARMUP_SECONDS,
+                target_tracking_configuration=_target_tracking(
+                    metrics.GPU_UTILIZATION, group_name, args.gpu_target_utilization_percent
+                ),
+                opts=self.child_opts(),
+            )
+        }
+        if args.runtime in metrics.RUNTIMES_WITH_QUEUE:
+            policies["queue"] = aws.autoscaling.Policy(
+                self.child_name(f"scale-{slug}-queue"),
+                autoscaling_group_name=group.name,
+                policy_type="TargetTrackingScaling",
+                estimated_instance_warmup=INSTANCE_WARMUP_SECONDS,
+                target_tracking_configuration=_target_tracking(
+                    metrics.QUEUED_REQUESTS, group_name, args.queue_target_per_instance
+                ),
+                opts=self.child_opts(),
+            )
+        self.scaling_policies[slug] = policies
 
     def inventory(self) -> pulumi.Output[dict[str, Any]]:
         """The hosts' pyinfra groups and their data: ``{"model_<slug>": {"data": {...}}}``.
@@ -1106,6 +1098,58 @@ class GpuFleet(Component):
         return pulumi.Output.all(**groups).apply(
             lambda resolved: {group: {"data": data} for group, data in resolved.items()}
         )
+
+
+def _block_devices(args: GpuFleetArgs, cache_gib: int) -> list[aws.ec2.LaunchTemplateBlockDeviceMappingArgs]:
+    """The root volume and the model cache volume, both encrypted with the data key."""
+    return [
+        aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+            device_name=ROOT_DEVICE,
+            ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                volume_size=args.root_volume_gib,
+                volume_type="gp3",
+                encrypted="true",
+                kms_key_id=args.data_key_arn,
+                delete_on_termination="true",
+            ),
+        ),
+        aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+            device_name=MODEL_CACHE_DEVICE,
+            ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                volume_size=cache_gib,
+                volume_type="gp3",
+                iops=MODEL_CACHE_IOPS,
+                throughput=MODEL_CACHE_THROUGHPUT_MIBPS,
+                encrypted="true",
+                kms_key_id=args.data_key_arn,
+                delete_on_termination="true",
+            ),
+        ),
+    ]
+
+
+def _mixed_instances_policy(
+    placement: Placement, template: aws.ec2.LaunchTemplate
+) -> aws.autoscaling.GroupMixedInstancesPolicyArgs:
+    """On-demand only, the placement's instance types in order, the template's latest version."""
+    return aws.autoscaling.GroupMixedInstancesPolicyArgs(
+        instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
+            on_demand_allocation_strategy="prioritized",
+            on_demand_base_capacity=0,
+            on_demand_percentage_above_base_capacity=100,
+        ),
+        launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
+            launch_template_specification=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                launch_template_id=template.id,
+                # An explicit version: each new template version starts a refresh.
+                version=template.latest_version.apply(_version),
+            ),
+            overrides=[
+                aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t)
+                for t in instance_types(placement)
+            ],
+        ),
+    )
 
 
 def _version(version: int | None) -> str | None:

@@ -93,7 +93,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -478,13 +478,32 @@ class Gateway(Component):
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         args.validate()  # before anything is registered
         super().__init__(name, opts)
-        gw = args.gateway
-        db = gw.database
+        self.args = args
         tags = dict(args.tags)
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
         partition = aws.get_partition_output(opts=invoke_opts)
 
-        # --- logs ------------------------------------------------------------------------------
+        self._create_logs(tags)
+        self._create_database(tags)
+        self._create_execution_access(partition)
+        self._create_models_dns(tags)
+        self._create_ecs(tags)
+        self._create_service(tags)
+        self._create_admin_routes(tags)
+
+        self.register_outputs(
+            {
+                "service_name": self.service_name,
+                "cluster_name": self.cluster_name,
+                "database_endpoint": self.database_endpoint,
+                "database_secret_arn": self.database_secret_arn,
+                "models_domain": self.models_domain,
+            }
+        )
+
+    # --- logs ----------------------------------------------------------------------------------
+    def _create_logs(self, tags: dict[str, str]) -> None:
+        args = self.args
         self.log_group = aws.cloudwatch.LogGroup(
             self.child_name("logs"),
             name=log_group_name(args.stack),
@@ -494,7 +513,10 @@ class Gateway(Component):
             opts=self.child_opts(),
         )
 
-        # --- the database ----------------------------------------------------------------------
+    # --- the database --------------------------------------------------------------------------
+    def _create_database(self, tags: dict[str, str]) -> None:
+        args = self.args
+        db = args.gateway.database
         identifier = database_identifier(args.stack)
         self.db_subnet_group = aws.rds.SubnetGroup(
             self.child_name("db-subnets"),
@@ -565,7 +587,9 @@ class Gateway(Component):
             _first_secret_arn
         )
 
-        # --- the task execution role's further permissions ------------------------------------
+    # --- the task execution role's further permissions ----------------------------------------
+    def _create_execution_access(self, partition: pulumi.Output[aws.GetPartitionResult]) -> None:
+        args = self.args
         image = args.image
         self.execution_access = aws.iam.RolePolicy(
             self.child_name("execution-access"),
@@ -592,7 +616,9 @@ class Gateway(Component):
             opts=self.child_opts(),
         )
 
-        # --- DNS: <slug>.<models domain> -> the fleet's internal load balancer ------------------
+    # --- DNS: <slug>.<models domain> -> the fleet's internal load balancer ----------------------
+    def _create_models_dns(self, tags: dict[str, str]) -> None:
+        args = self.args
         self.models_domain = args.models_domain
         self.zone = aws.route53.Zone(
             self.child_name("models-zone"),
@@ -617,7 +643,10 @@ class Gateway(Component):
             opts=self.child_opts(),
         )
 
-        # --- ECS -------------------------------------------------------------------------------
+    # --- ECS -----------------------------------------------------------------------------------
+    def _create_ecs(self, tags: dict[str, str]) -> None:
+        args = self.args
+        gw = args.gateway
         self.cluster = aws.ecs.Cluster(
             self.child_name("cluster"),
             name=f"llmkit-{args.stack}-gateway",
@@ -625,6 +654,29 @@ class Gateway(Component):
             tags=tags,
             opts=self.child_opts(),
         )
+        self.task_definition = aws.ecs.TaskDefinition(
+            self.child_name("task"),
+            family=f"llmkit-{args.stack}-gateway",
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(gw.cpu),
+            memory=str(gw.memory_mib),
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+                operating_system_family="LINUX", cpu_architecture="X86_64"
+            ),
+            execution_role_arn=args.execution_role_arn,
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="tmp")],
+            container_definitions=pulumi.Output.all(
+                args.container_secrets, self.database.address, self.database_secret_arn, self.log_group.name
+            ).apply(self._container_definitions()),
+            tags=tags,
+            opts=self.child_opts(),
+        )
+
+    def _container_definitions(self) -> Callable[[list[Any]], str]:
+        """The function that turns the resolved secrets, database and log group into the task's JSON."""
+        args = self.args
+        image = args.image
         config_yaml = args.config_yaml()
         ca_pem = args.models_ca_bundle.read_text(encoding="utf-8") if args.models_ca_bundle else None
         environment = {
@@ -686,32 +738,17 @@ class Gateway(Component):
                 ]
             )
 
-        self.task_definition = aws.ecs.TaskDefinition(
-            self.child_name("task"),
-            family=f"llmkit-{args.stack}-gateway",
-            requires_compatibilities=["FARGATE"],
-            network_mode="awsvpc",
-            cpu=str(gw.cpu),
-            memory=str(gw.memory_mib),
-            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture="X86_64"
-            ),
-            execution_role_arn=args.execution_role_arn,
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="tmp")],
-            container_definitions=pulumi.Output.all(
-                args.container_secrets, self.database.address, self.database_secret_arn, self.log_group.name
-            ).apply(container_definitions),
-            tags=tags,
-            opts=self.child_opts(),
-        )
+        return container_definitions
 
-        # --- the service, registered in the edge's app target group ---------------------------
+    # --- the service, registered in the edge's app target group -------------------------------
+    def _create_service(self, tags: dict[str, str]) -> None:
+        args = self.args
         self.service = aws.ecs.Service(
             self.child_name("service"),
             name=f"llmkit-{args.stack}-gateway",
             cluster=self.cluster.arn,
             task_definition=self.task_definition.arn,
-            desired_count=gw.replicas,
+            desired_count=args.gateway.replicas,
             launch_type="FARGATE",
             platform_version="LATEST",
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
@@ -743,9 +780,11 @@ class Gateway(Component):
         self.service_name: pulumi.Output[str] = self.service.name
         self.cluster_name: pulumi.Output[str] = self.cluster.name
 
-        # --- the management routes, from the admin networks only ------------------------------
+    # --- the management routes, from the admin networks only ----------------------------------
+    def _create_admin_routes(self, tags: dict[str, str]) -> None:
+        args = self.args
         self.listener_rules: list[aws.lb.ListenerRule] = []
-        for action, priority, paths, cidrs in admin_rules([str(c) for c in gw.admin_cidrs]):
+        for action, priority, paths, cidrs in admin_rules([str(c) for c in args.gateway.admin_cidrs]):
             conditions = [
                 aws.lb.ListenerRuleConditionArgs(
                     path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(values=paths)
@@ -780,13 +819,3 @@ class Gateway(Component):
                     opts=self.child_opts(),
                 )
             )
-
-        self.register_outputs(
-            {
-                "service_name": self.service_name,
-                "cluster_name": self.cluster_name,
-                "database_endpoint": self.database_endpoint,
-                "database_secret_arn": self.database_secret_arn,
-                "models_domain": self.models_domain,
-            }
-        )
