@@ -606,16 +606,8 @@ class GpuFleetArgs:
     def cache_gib(self, placement: Placement) -> int:
         return model_cache_gib(placement.sizing.breakdown.weights_bytes, self.model_cache_gib)
 
-    def validate(self) -> None:
-        """Raise ValueError for args that would make an unsafe or undeployable fleet."""
-        if not self.placements:
-            raise ValueError("GpuFleetArgs.placements is empty: there is no model to serve")
-        if not _STACK.fullmatch(self.stack):
-            raise ValueError(f"stack {self.stack!r} cannot be part of a group name")
-        catalog = load_catalog()
-        if self.runtime not in catalog.runtimes:
-            raise ValueError(f"runtime {self.runtime!r} is not in the catalog: {', '.join(catalog.runtimes)}")
-        health_check_path(self.runtime)
+    def _validate_placements(self) -> None:
+        """One slug per model; a cache that holds the weights; a choice the sizing offered."""
         seen: dict[str, str] = {}
         for placement in self.placements:
             slug = model_slug(placement.spec.name)
@@ -634,6 +626,18 @@ class GpuFleetArgs:
                 )
             if not placement.sizing.choices or placement.choice not in placement.sizing.choices:
                 raise ValueError(f"{placement.spec.name}: the placement's choice is not a sizing choice")
+
+    def validate(self) -> None:
+        """Raise ValueError for args that would make an unsafe or undeployable fleet."""
+        if not self.placements:
+            raise ValueError("GpuFleetArgs.placements is empty: there is no model to serve")
+        if not _STACK.fullmatch(self.stack):
+            raise ValueError(f"stack {self.stack!r} cannot be part of a group name")
+        catalog = load_catalog()
+        if self.runtime not in catalog.runtimes:
+            raise ValueError(f"runtime {self.runtime!r} is not in the catalog: {', '.join(catalog.runtimes)}")
+        health_check_path(self.runtime)
+        self._validate_placements()
         if isinstance(self.subnet_ids, Sequence) and len(self.subnet_ids) < 2:
             raise ValueError("an application load balancer needs subnet_ids in at least two AZs")
         if self.ami_id is not None and not AMI_ID.fullmatch(self.ami_id):
