@@ -41,6 +41,7 @@ from llmkit.files import read_inside, regular_inside
 from llmkit.mirror.auth import PASSWORD_ENV, RegistryAuth
 from llmkit.mirror.download import USER_AGENT, Blob
 from llmkit.mirror.manifest import MirrorError, check_relpath, is_sha256
+from llmkit.modelfile import DEPRECATED_PARAMETERS, PARAMETERS
 from llmkit.untrusted import printable
 
 DEFAULT_REGISTRY = "https://registry.ollama.ai"
@@ -221,52 +222,6 @@ def registry_model(registry: str, model: str, tag: str, auth: RegistryAuth | Non
 
 # --- the Modelfile -----------------------------------------------------------------------------
 
-# Ollama 0.13.3's Modelfile parameters (api.Options and api.Runner) and the JSON type of each.
-PARAMETERS: dict[str, type] = {
-    **dict.fromkeys(
-        (
-            "num_keep",
-            "seed",
-            "num_predict",
-            "top_k",
-            "repeat_last_n",
-            "num_ctx",
-            "num_batch",
-            "num_gpu",
-            "main_gpu",
-            "num_thread",
-        ),
-        int,
-    ),
-    **dict.fromkeys(
-        (
-            "top_p",
-            "min_p",
-            "typical_p",
-            "temperature",
-            "repeat_penalty",
-            "presence_penalty",
-            "frequency_penalty",
-        ),
-        float,
-    ),
-    "use_mmap": bool,
-    "stop": list,
-}
-# Parameters Ollama 0.13.3 still parses but ignores (it warns): left out of the Modelfile.
-DEPRECATED_PARAMETERS = frozenset(
-    {
-        "penalize_newline",
-        "low_vram",
-        "f16_kv",
-        "logits_all",
-        "vocab_only",
-        "use_mlock",
-        "mirostat",
-        "mirostat_tau",
-        "mirostat_eta",
-    }
-)
 _FLOAT32_MAX = 3.4028234663852886e38
 # Ollama's Modelfile parser has no escapes: a """ block ends at the first line end after """
 # (spaces and tabs between are trimmed), and it drops every character that is not printable

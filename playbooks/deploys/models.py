@@ -71,6 +71,7 @@ from pyinfra.operations import files, server
 from llmkit.artifacts import is_sha256
 from llmkit.errors import ConfigError
 from llmkit.mirror.manifest import FileEntry, Manifest, MirrorError
+from llmkit.modelfile import PARAMETERS
 from llmkit.store_layout import MODELS_PREFIX, model_slug
 from playbooks.deploys.host_paths import mirror_location
 from playbooks.deploys.ollama import OllamaSettings, check_on_host, ollama_settings
@@ -113,29 +114,7 @@ MANIFEST_ACCEPTED = (
 #: chosen by name), and anything Ollama does not know.
 MODELFILE_DIRECTIVES = ("from", "template", "system", "license", "parameter", "message")
 #: PARAMETER names accepted (Ollama 0.13's api.Options and api.Runner fields a Modelfile may set).
-MODELFILE_PARAMETERS = frozenset(
-    {
-        "num_ctx",
-        "num_batch",
-        "num_gpu",
-        "main_gpu",
-        "use_mmap",
-        "num_thread",
-        "num_keep",
-        "seed",
-        "num_predict",
-        "top_k",
-        "top_p",
-        "min_p",
-        "typical_p",
-        "repeat_last_n",
-        "temperature",
-        "repeat_penalty",
-        "presence_penalty",
-        "frequency_penalty",
-        "stop",
-    }
-)
+MODELFILE_PARAMETERS = frozenset(PARAMETERS)
 MESSAGE_ROLES = ("system", "user", "assistant")
 _OLLAMA_COMMANDS = (
     "from",
