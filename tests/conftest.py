@@ -154,7 +154,7 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 # --- the hosts' locked wheels (llmkit mirror bundle) --------------------------------------------
 
-HOST_PYTHONS = ("3.10", "3.11", "3.12")
+HOST_PYTHONS = wheels.DEFAULT_PYTHONS
 WHEEL_CACHE = (
     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmkit-tests" / "host-wheels"
 )

@@ -122,6 +122,17 @@ def load() -> Prereqs:
         )
         for name, spec in raw["tools"].items()
     )
+    from llmkit.mirror.wheels import DEFAULT_PYTHONS
+
+    tools += tuple(
+        Tool(
+            name=f"python{version}",
+            purpose="tests",
+            why="the bundle's wheels are installed and the playbooks run by each host Python",
+            install=f"pyenv install {version} (or put a CPython {version} on PATH)",
+        )
+        for version in DEFAULT_PYTHONS
+    )
     debian = raw["debian"]
     return Prereqs(str(debian["codename"]), str(debian["version_id"]), packages, tools)
 
